@@ -1,0 +1,94 @@
+"""``TaskConfig`` for the ``dints_pancreas`` model: reads the ``--conf`` options and builds its tasks.
+
+Every option is documented in README.md ("Configuration"). Paths are relative to the app's ``model/``
+folder unless absolute.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from typing import Any
+
+from monailabel.interfaces.config import TaskConfig
+from monailabel.utils.others.generic import strtobool
+
+from lib.configs.profiles import Profile, get_profile
+from lib.infers.dints_pancreas import DiNTSPancreasInfer
+from lib.networks.factory import resolve
+from lib.transforms.load import DEFAULT_MAX_VOXELS, InputLimits
+
+logger = logging.getLogger(__name__)
+
+
+def _int_tuple(value: str | None, n: int = 3) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    parts = [int(v) for v in str(value).replace("x", ",").split(",") if v.strip()]
+    return tuple(parts * n if len(parts) == 1 else parts)
+
+
+def _float_tuple(value: str | None, n: int = 3) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    parts = [float(v) for v in str(value).split(",") if v.strip()]
+    return tuple(parts * n if len(parts) == 1 else parts)
+
+
+class DiNTSPancreasConfig(TaskConfig):
+    """Profile, files and limits of the DiNTS pancreas model."""
+
+    profile: Profile
+    arch_file: str
+    weights: list[str]
+    limits: InputLimits
+
+    def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        base = get_profile(conf.get("profile"))
+        self.profile = base.with_overrides(
+            roi_size=_int_tuple(conf.get("roi_size")),
+            spacing=_float_tuple(conf.get("spacing")),
+            sw_batch_size=int(conf["sw_batch_size"]) if "sw_batch_size" in conf else None,
+            sw_overlap=float(conf["sw_overlap"]) if "sw_overlap" in conf else None,
+            channel_mul=float(conf["channel_mul"]) if "channel_mul" in conf else None,
+        )
+        self.arch_file = str(resolve(conf.get("arch_file", self.default_arch_file(model_dir)), model_dir))
+        pretrained = str(resolve(conf.get("model_file", self.profile.pretrained_file), model_dir))
+        trained = str(resolve(self.profile.trained_file, model_dir))
+        # MONAI Label convention: the last existing path wins, so a model published by training
+        # replaces the shipped one; --conf use_pretrained_only true pins the shipped weights.
+        self.weights = [pretrained] if strtobool(conf.get("use_pretrained_only", "false")) else [pretrained, trained]
+        self.trained_file = trained
+        self.limits = InputLimits(
+            max_voxels=int(float(conf.get("max_voxels", DEFAULT_MAX_VOXELS))),
+            check_hu=strtobool(conf.get("check_hu", "true")),
+        )
+        logger.info(
+            f"{name}: profile {self.profile.name} (spacing {self.profile.spacing}, roi {self.profile.roi_size}, "
+            f"overlap {self.profile.sw_overlap}); arch {self.arch_file}; weights {self.weights}"
+        )
+
+    def default_arch_file(self, model_dir: str) -> str:
+        """The profile's architecture file; for the bundle (gpu) also its ``search_code_*.pt`` if that is all there is."""
+        default = os.path.join(model_dir, self.profile_arch_name())
+        if os.path.exists(default):
+            return default
+        found = sorted(glob.glob(os.path.join(model_dir, "search_code_*.pt")))
+        return found[-1] if found and self.profile.name == "gpu" else default
+
+    def profile_arch_name(self) -> str:
+        return self.profile.arch_file
+
+    def infer(self):
+        task = DiNTSPancreasInfer(
+            weights=self.weights,
+            arch_file=self.arch_file,
+            profile=self.profile,
+            limits=self.limits,
+        )
+        return {self.name: task}
+
+    def trainer(self):
+        return None

@@ -1,0 +1,175 @@
+"""The ``dints_pancreas`` inference task: pancreas (1) and pancreatic tumour (2) from a 3-D CT.
+
+Pipeline: load + validate -> channel first -> RAS -> model spacing -> HU -87..199 to 0..1 -> sliding
+window (Gaussian blending) -> softmax -> resample back to the input's exact grid + argmax -> uint8 label,
+written as ``.nii.gz`` or ``.nrrd``. The network is rebuilt from the weights file whenever that file
+changes on disk, so a model published by training is used by the next request without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+import torch
+from monai.inferers import Inferer, SlidingWindowInferer
+from monai.transforms import EnsureChannelFirstd, Orientationd, ScaleIntensityRanged
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from lib.configs.profiles import LABELS, Profile
+from lib.errors import InputError
+from lib.networks.arch_code import ArchCode, ArchCodeError, load_arch_code
+from lib.networks.factory import CheckpointError, file_checksum, load_network
+from lib.transforms.load import InputLimits, LoadCTd, check_resampled_size
+from lib.transforms.restore import RestoreLabeld
+from lib.transforms.spacing import SafeSpacingd
+from lib.transforms.writer import normalise_extension, write_label
+
+logger = logging.getLogger(__name__)
+
+
+class CheckResampledSized:
+    """Refuse inputs whose grid at the model spacing would be absurdly large."""
+
+    def __init__(self, spacing, limits: InputLimits, key: str = "image"):
+        self.spacing, self.limits, self.key = spacing, limits, key
+
+    def __call__(self, data):
+        check_resampled_size(data[f"{self.key}_input_shape"], data[f"{self.key}_input_affine"], self.spacing, self.limits)
+        return data
+
+
+class Softmaxd:
+    def __init__(self, key: str = "pred"):
+        self.key = key
+
+    def __call__(self, data):
+        data[self.key] = torch.softmax(data[self.key].float(), dim=0)
+        return data
+
+
+class DiNTSPancreasInfer(BasicInferTask):
+    """MONAI Label segmentation task backed by a DiNTS network."""
+
+    def __init__(
+        self,
+        weights: Sequence[str],
+        arch_file: str,
+        profile: Profile,
+        limits: InputLimits | None = None,
+        description: str = "DiNTS segmentation of the pancreas and pancreatic tumour in CT",
+        **kwargs,
+    ):
+        super().__init__(
+            path=list(weights),
+            network=None,
+            type=InferType.SEGMENTATION,
+            labels=dict(LABELS),
+            dimension=3,
+            description=description,
+            roi_size=profile.roi_size,
+            config={
+                "profile": profile.name,
+                "sw_batch_size": profile.sw_batch_size,
+                "sw_overlap": profile.sw_overlap,
+                "result_extension": ".nii.gz",
+            },
+            **kwargs,
+        )
+        self.profile = profile
+        self.arch_file = arch_file
+        self.limits = limits or InputLimits()
+        self._lock = threading.Lock()
+        self._cached: dict[str, tuple[tuple, torch.nn.Module, dict]] = {}
+
+    # ---- model -----------------------------------------------------------------------------------
+    def is_valid(self) -> bool:
+        return self.get_path() is not None
+
+    def model_info(self) -> dict[str, Any]:
+        path = self.get_path()
+        if not path:
+            return {"path": None, "checksum": None}
+        return {"path": os.path.basename(path), "checksum": file_checksum(path)}
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        info["model"] = self.model_info()
+        return info
+
+    def _arch(self) -> ArchCode | None:
+        if self.arch_file and os.path.exists(self.arch_file):
+            return load_arch_code(self.arch_file)
+        return None
+
+    def _get_network(self, device, data):
+        path = self.get_path()
+        if not path:
+            raise InputError(f"no model weights found (looked for {', '.join(self.path)})", 503)
+        stat = os.stat(path)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        device = str(device)
+        with self._lock:
+            cached = self._cached.get(device)
+            if cached and cached[0] == key:
+                return cached[1]
+            try:
+                net, meta = load_network(path, self._arch(), self.profile.channel_mul)
+            except (CheckpointError, ArchCodeError) as exc:
+                raise InputError(f"the model cannot be loaded: {exc}", 503) from exc
+            net = net.to(device).eval()
+            self._cached[device] = (key, net, meta)
+            logger.info(f"Loaded {os.path.basename(path)} ({file_checksum(path)}) on {device}")
+            return net
+
+    # ---- transforms ------------------------------------------------------------------------------
+    def pre_transforms(self, data=None) -> Sequence[Callable]:
+        a_min, a_max = self.profile.hu_window
+        return [
+            LoadCTd(keys="image", limits=self.limits),
+            CheckResampledSized(self.profile.spacing, self.limits),
+            EnsureChannelFirstd(keys="image", channel_dim="no_channel"),
+            Orientationd(keys="image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            SafeSpacingd(keys="image", pixdim=self.profile.spacing, mode="bilinear"),
+            ScaleIntensityRanged(keys="image", a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True),
+        ]
+
+    def inferer(self, data=None) -> Inferer:
+        data = data or {}
+        return SlidingWindowInferer(
+            roi_size=self.roi_size,
+            sw_batch_size=int(data.get("sw_batch_size", self.profile.sw_batch_size)),
+            overlap=float(data.get("sw_overlap", self.profile.sw_overlap)),
+            mode="gaussian",
+        )
+
+    def inverse_transforms(self, data=None):
+        return None  # the exact inversion happens in RestoreLabeld
+
+    def post_transforms(self, data=None) -> Sequence[Callable]:
+        return [Softmaxd("pred"), RestoreLabeld(keys="pred", ref_key="image")]
+
+    def writer(self, data: dict[str, Any], extension=None, dtype=None):
+        ext = normalise_extension(extension or data.get("result_extension"))
+        label = data["pred"]
+        if not data.get("result_write_to_file", True):
+            return label, {"label_names": dict(LABELS)}
+        path = write_label(label, data["pred_affine"], ext, dict(LABELS))
+        result = {
+            "label_names": dict(LABELS),
+            "model": self.model_info(),
+            "voxels": {name: int((label == value).sum()) for name, value in LABELS.items()},
+        }
+        return path, result
+
+    def __call__(self, request, callbacks=None):
+        try:
+            ext = request.get("result_extension")
+            if ext:
+                normalise_extension(ext)
+        except ValueError as exc:
+            raise InputError(str(exc), 400) from exc
+        return super().__call__(request, callbacks)

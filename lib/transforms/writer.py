@@ -1,0 +1,77 @@
+"""Write label volumes as NIfTI (nibabel) or NRRD (pynrrd), in the input's geometry, atomically.
+
+MONAI Label's own ``Writer`` goes through ITK; these two formats are all the Slicer and OHIF plugins ask
+for (``result_extension`` ``.nii.gz`` / ``.nrrd``), and writing them directly keeps the exact affine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import nibabel as nib
+import nrrd
+import numpy as np
+
+SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def normalise_extension(ext: str | None, default: str = ".nii.gz") -> str:
+    ext = (ext or default).strip().lower()
+    ext = ext if ext.startswith(".") else f".{ext}"
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise ValueError(f"unsupported result_extension '{ext}': use one of {', '.join(SUPPORTED_EXTENSIONS)}")
+    return ext
+
+
+def write_nifti(label: np.ndarray, affine: np.ndarray, path: str) -> None:
+    img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_data_dtype(np.uint8)
+    nib.save(img, path)
+
+
+def nrrd_header(affine: np.ndarray, label_names: dict[str, int] | None = None) -> dict:
+    lps = _RAS_TO_LPS @ np.asarray(affine, dtype=np.float64)[:3, :]
+    header = {
+        "type": "uint8",
+        "dimension": 3,
+        "space": "left-posterior-superior",
+        "space directions": lps[:, :3].T,  # row i: world step of voxel axis i
+        "space origin": lps[:, 3],
+        "kinds": ["domain", "domain", "domain"],
+        "encoding": "gzip",
+    }
+    for i, (name, value) in enumerate(sorted((label_names or {}).items(), key=lambda kv: kv[1])):
+        header[f"Segment{i}_Name"] = name
+        header[f"Segment{i}_ID"] = name
+        header[f"Segment{i}_LabelValue"] = str(value)
+        header[f"Segment{i}_Layer"] = "0"
+    return header
+
+
+def write_nrrd(label: np.ndarray, affine: np.ndarray, path: str, label_names: dict[str, int] | None = None) -> None:
+    nrrd.write(path, np.asarray(label, dtype=np.uint8), header=nrrd_header(affine, label_names), index_order="F")
+
+
+def write_label(label: np.ndarray, affine: np.ndarray, ext: str, label_names: dict[str, int] | None = None, directory: str | None = None) -> str:
+    """Write to a new temporary file with suffix ``ext`` (complete before it is visible) and return its path."""
+    ext = normalise_extension(ext)
+    fd, final = tempfile.mkstemp(suffix=ext, dir=directory)
+    os.close(fd)
+    partial = final + ".part" + ext
+    try:
+        if ext.endswith(".nrrd"):
+            write_nrrd(label, affine, partial, label_names)
+        else:
+            write_nifti(label, affine, partial)
+        os.replace(partial, final)
+    except BaseException:
+        for p in (partial, final):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+        raise
+    return final

@@ -1,0 +1,79 @@
+"""Start the real ``monailabel start_server`` process for the app on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+APP_DIR = REPO_ROOT / "apps" / "dints_pancreas"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, studies: Path, conf: dict[str, str] | None = None, log_path: Path | None = None, env=None):
+        self.studies = Path(studies)
+        self.conf = dict(conf or {})
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or (self.studies.parent / f"server_{self.port}.log")
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> "Server":
+        monailabel = shutil.which("monailabel", path=os.path.dirname(sys.executable)) or "monailabel"
+        cmd = [monailabel, "start_server", "--app", str(APP_DIR), "--studies", str(self.studies),
+               "--host", "127.0.0.1", "--port", str(self.port)]
+        for k, v in self.conf.items():
+            cmd += ["--conf", k, str(v)]
+        env = dict(os.environ)
+        env.update(self.env or {})
+        self._log = open(self.log_path, "wb")
+        # run from an unrelated working directory: the app must not depend on it
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.studies.parent),
+                                     env=env, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
