@@ -1,0 +1,141 @@
+"""Train a DiNTS network on in-memory phantoms within a wall-clock budget.
+
+Used by ``scripts/train_cpu_weights.py`` (the shipped cpu weights) and by the active-learning benchmark
+(a fixed retraining budget per round). Volumes are preprocessed once (RAS, model spacing, HU window,
+dilated class masks) and only the random crops and augmentations run per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset, MetaTensor
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.transforms import Compose
+
+from lib.metrics import dice_per_class
+from lib.transforms.train import augmentation, preprocessing
+
+
+def phantom_item(seed: int, preset: str = "train", **overrides) -> dict:
+    """One generated phantom as the ``{"image", "label"}`` MetaTensors the transforms expect."""
+    from lib.data.phantom import make_phantom
+
+    ph = make_phantom(seed, preset=preset, **overrides)
+    affine = torch.as_tensor(ph.affine, dtype=torch.float64)
+    return {
+        "image": MetaTensor(torch.from_numpy(ph.image.astype(np.float32)), affine=affine),
+        "label": MetaTensor(torch.from_numpy(ph.label.astype(np.uint8)), affine=affine),
+        "seed": seed,
+    }
+
+
+def prepare(items: Iterable[dict], spacing: Sequence[float], roi: Sequence[int], crop_masks: bool = True,
+            progress: bool = True) -> list[dict]:
+    """Run the deterministic preprocessing once per volume."""
+    pre = Compose(preprocessing(spacing, roi, load=False, with_crop_masks=crop_masks))
+    out = []
+    for i, item in enumerate(items):
+        out.append(pre(item))
+        if progress:
+            print(f"\r  prepared {i + 1} volumes", end="", flush=True)
+    if progress:
+        print()
+    return out
+
+
+def validate(net: torch.nn.Module, cases: Sequence[dict], roi=(96, 96, 96), overlap: float = 0.25) -> dict[str, float]:
+    """Mean Dice per class on the model grid (NaN-free mean: a class absent from both sides is skipped)."""
+    was_training = net.training
+    net.eval()
+    scores = []
+    with torch.no_grad():
+        for c in cases:
+            image = c["image"].as_tensor() if isinstance(c["image"], MetaTensor) else c["image"]
+            logits = sliding_window_inference(image[None], roi, 4, net, overlap=overlap, mode="gaussian")
+            pred = logits[0].argmax(0).numpy()
+            label = c["label"].as_tensor() if isinstance(c["label"], MetaTensor) else c["label"]
+            scores.append(dice_per_class(pred, np.asarray(label[0])))
+    net.train(was_training)
+    out = {}
+    for k in scores[0]:
+        vals = [s[k] for s in scores if s[k] == s[k]]
+        out[k] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+@dataclass
+class FitResult:
+    steps: int
+    minutes: float
+    best_score: float
+    best_dice: dict
+    history: list = field(default_factory=list)
+
+
+def fit(
+    net: torch.nn.Module,
+    train_cases: Sequence[dict],
+    val_cases: Sequence[dict] = (),
+    *,
+    crop: int = 64,
+    batch: int = 2,
+    minutes: float = 10.0,
+    max_steps: int = 1_000_000,
+    lr: float = 2e-3,
+    val_every: int = 150,
+    val_roi=(96, 96, 96),
+    flip_prob: float = 0.0,
+    on_best: Callable[[torch.nn.Module, dict, int], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """AdamW on class-balanced crops, linear learning-rate decay over the time budget.
+
+    ``on_best(net, dice, step)`` is called whenever the validation score (pancreas Dice + half the tumour
+    Dice) improves; without validation cases it is called once at the end.
+    """
+    roi = (crop,) * 3
+    ds = Dataset(list(train_cases), transform=Compose(augmentation(roi, num_samples=batch, flip_prob=flip_prob)))
+    loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=1, persistent_workers=True)
+    loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, squared_pred=True, batch=True,
+                         smooth_nr=1e-5, smooth_dr=1e-5)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
+    budget = minutes * 60.0
+    start, step, best, best_dice, history = time.time(), 0, -math.inf, {}, []
+    net.train()
+    finished = False
+    while not finished:
+        for batch_data in loader:
+            elapsed = time.time() - start
+            cur_lr = lr * max(0.05, 1.0 - elapsed / budget)
+            for g in opt.param_groups:
+                g["lr"] = cur_lr
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(batch_data["image"]), batch_data["label"])
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % 10 == 0:
+                log(f"step {step} loss {loss.item():.4f} lr {cur_lr:.2e} elapsed {elapsed / 60:.1f} min")
+            finished = elapsed >= budget or step >= max_steps
+            if val_cases and (step % val_every == 0 or finished):
+                dice = validate(net, val_cases, val_roi)
+                history.append({"step": step, "minutes": round(elapsed / 60, 2), **dice})
+                log(f"validation at step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()))
+                score = dice["pancreas"] + 0.5 * (0.0 if dice["tumor"] != dice["tumor"] else dice["tumor"])
+                if score > best:
+                    best, best_dice = score, dice
+                    if on_best:
+                        on_best(net, dice, step)
+            if finished:
+                break
+    if not val_cases and on_best:
+        on_best(net, {}, step)
+    net.eval()
+    return FitResult(steps=step, minutes=(time.time() - start) / 60, best_score=best, best_dice=best_dice, history=history)
