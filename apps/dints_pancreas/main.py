@@ -24,6 +24,7 @@ from fastapi import HTTPException  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.exception import MONAILabelException  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
+from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 
 from lib.configs.dints_pancreas import DiNTSPancreasConfig  # noqa: E402
 from lib.configs.profiles import LABELS  # noqa: E402
@@ -51,6 +52,28 @@ class DiNTSPancreasApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         return dict(self.task_config.infer())
+
+    # ---- training (lib/trainers) -------------------------------------------------------------------
+    def init_trainers(self) -> dict[str, TrainTask]:
+        from lib.trainers.auto import AutoTrainer
+
+        self.auto_trainer = AutoTrainer(self.conf, self.model_dir, MODEL_NAME)
+        return {MODEL_NAME: self.task_config.trainer(), "dints_search": self.task_config.search_trainer()}
+
+    def on_init_complete(self):
+        super().on_init_complete()
+        if getattr(self, "auto_trainer", None) is not None and self.auto_trainer.enabled:
+            self.auto_trainer.remember(self.datastore())
+
+    def on_save_label(self, image_id, label_id):
+        res = super().on_save_label(image_id, label_id) or {}
+        auto = getattr(self, "auto_trainer", None)
+        if auto is not None and auto.enabled:
+            try:
+                res.update(auto.on_label(self))
+            except Exception as exc:  # a failed trigger must not fail the label upload
+                logger.error(f"auto-train trigger failed: {exc}")
+        return res
 
     # ---- request checking --------------------------------------------------------------------------
     def _check_image_request(self, request: dict[str, Any]) -> None:

@@ -90,5 +90,25 @@ class DiNTSPancreasConfig(TaskConfig):
         )
         return {self.name: task}
 
+    def searched_arch_file(self) -> str:
+        """Where ``dints_search`` writes its architecture (``dints_pancreas`` trains it when present)."""
+        return os.path.join(self.model_dir, f"dints_pancreas_{self.profile.name}_arch_searched.pth")
+
     def trainer(self):
-        return None
+        """``dints_pancreas`` train task: trains the current architecture and publishes ``trained_file``."""
+        from lib.trainers.tasks import DiNTSTrainTask
+
+        return DiNTSTrainTask(
+            model_dir=self.model_dir,
+            profile=self.profile,
+            arch_file=self.arch_file,
+            weights=self.weights,
+            trained_file=self.trained_file,
+            searched_arch_file=self.searched_arch_file(),
+        )
+
+    def search_trainer(self):
+        """``dints_search`` train task: DiNTS architecture search on the final labels."""
+        from lib.trainers.tasks import DiNTSSearchTask
+
+        return DiNTSSearchTask(model_dir=self.model_dir, profile=self.profile)

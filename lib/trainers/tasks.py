@@ -1,0 +1,191 @@
+"""MONAI Label train tasks: ``dints_search`` (architecture search) and ``dints_pancreas`` (training).
+
+MONAI Label runs a train request in a child process (``python -m monailabel.interfaces.utils.app -m train``),
+shows its output lines in ``GET /train`` and kills it (with its children) on ``DELETE /train``. Everything
+these tasks publish is written atomically, so a stopped run leaves the previous files intact.
+Request parameters and defaults: ``SEARCH_PARAMS`` / ``TRAIN_PARAMS`` (also shown in ``/info``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.configs.profiles import Profile
+from lib.trainers import common
+from lib.trainers.common import COMMON_PARAMS, Param
+
+logger = logging.getLogger(__name__)
+
+SEARCH_PARAMS: tuple[Param, ...] = (
+    Param("epochs", 1430, "int", "search epochs in all (bundle: 1430)"),
+    Param("warmup_epochs", 715, "int", "first epochs train the weights only (bundle: 715)"),
+    Param("val_interval", 100, "int", "validate every N epochs (and after the last)"),
+    Param("channel_mul", 0.5, "float", "supernet width multiplier (bundle search: 0.5)"),
+    Param("num_blocks", 12, "int", "supernet blocks"),
+    Param("num_depths", 4, "int", "supernet resolutions"),
+    Param("crop_size", (96, 96, 96), "int3", "training crop in voxels at the model spacing"),
+    Param("num_crops", 1, "int", "class-balanced crops per image per step"),
+    Param("batch_size", 1, "int", "images per step (each gives `num_crops` crops)"),
+    Param("lr", 0.025, "float", "SGD learning rate of the weights (times the number of processes)"),
+    Param("lr_arch", 0.001, "float", "Adam learning rate of log_alpha_a / log_alpha_c (times the number of processes)"),
+    Param("weight_decay", 4e-5, "float", "SGD weight decay"),
+    Param("ram_cost_factor", 0.8, "float", "target fraction of the supernet's memory use"),
+    Param("val_roi_size", (96, 96, 96), "int3", "sliding-window size of validation"),
+    Param("sw_batch_size", 2, "int", "sliding-window batch of validation"),
+    Param("sw_overlap", 0.625, "float", "sliding-window overlap of validation"),
+    Param("output", "", "str", "architecture file to write (default `<model dir>/dints_pancreas_<profile>_arch_searched.pth`)"),
+) + COMMON_PARAMS
+
+TRAIN_PARAMS: tuple[Param, ...] = (
+    Param("epochs", 400, "int", "training epochs (bundle: 400)"),
+    Param("val_interval", 10, "int", "validate (and maybe publish) every N epochs and after the last"),
+    Param("crop_size", (96, 96, 96), "int3", "training crop in voxels at the model spacing"),
+    Param("num_crops", 1, "int", "class-balanced crops per image per step"),
+    Param("batch_size", 2, "int", "images per step (each gives `num_crops` crops)"),
+    Param("lr", 0.025, "float", "SGD learning rate (times the number of processes, as the bundle's multi_gpu config)"),
+    Param("lr_step_epochs", 80, "int", "StepLR: halve the learning rate every N epochs"),
+    Param("weight_decay", 4e-5, "float", "SGD weight decay"),
+    Param("finetune", True, "bool", "start from the current weights when they have the same architecture"),
+    Param("arch", "auto", "str", "`auto` (the searched architecture if present, else the profile's), `searched`, `shipped`, or a file path"),
+    Param("publish_policy", "improve", "str", "`improve`: publish the best epoch only if it beats the current model on the validation images; "
+          "`best`: publish the best epoch of this run; `always`: publish every validated epoch"),
+    Param("val_roi_size", (0, 0, 0), "int3", "sliding-window size of validation (0: the profile's window)"),
+    Param("sw_batch_size", 0, "int", "sliding-window batch of validation (0: the profile's)"),
+    Param("sw_overlap", -1.0, "float", "sliding-window overlap of validation (-1: the profile's)"),
+) + COMMON_PARAMS
+
+
+class _DiNTSTask(TrainTask):
+    task_name = ""
+    params: tuple[Param, ...] = ()
+
+    def __init__(self, model_dir: str, profile: Profile, description: str):
+        super().__init__(description)
+        self.model_dir = model_dir
+        self.profile = profile
+        self.stats_path = os.path.join(model_dir, f"train_stats_{self.task_name}.json")
+        self.split_path = os.path.join(model_dir, common.SPLIT_FILE)
+
+    def config(self) -> dict:
+        return common.config_defaults(self.params)
+
+    def stats(self) -> dict:
+        return common.read_stats(self.stats_path)
+
+    def _base_cfg(self, request: dict, datastore) -> tuple[dict, list[dict], list[dict]]:
+        cfg = common.parse_request(self.params, request)
+        cfg["device_type"], cfg["world_size"] = common.resolve_world(cfg)
+        items = common.labelled_datalist(datastore)
+        if len(items) < 2:
+            raise ValueError(f"{self.task_name} needs at least 2 images with a final label, found {len(items)}")
+        val_ids = [v.strip() for v in cfg["val_ids"].split(",") if v.strip()]
+        train_ids, val_ids, split = common.stable_split([d["id"] for d in items], self.split_path, cfg["val_split"],
+                                                       val_ids or None, cfg["reset_split"])
+        by_id = {d["id"]: d for d in items}
+        cfg.update({"profile": self.profile.name, "spacing": tuple(self.profile.spacing), "stats_path": self.stats_path,
+                    "log_dir": os.path.join(self.model_dir, "logs", self.task_name, time.strftime("%Y%m%d-%H%M%S"))})
+        return cfg, [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
+
+    def _stats_base(self, cfg, train, val) -> dict:
+        return {"world_size": cfg["world_size"], "device": cfg["device_type"], "training_ids": [d["id"] for d in train],
+                "validation_ids": [d["id"] for d in val],
+                "request": {p.name: (list(cfg[p.name]) if isinstance(cfg[p.name], tuple) else cfg[p.name]) for p in self.params}}
+
+
+class DiNTSSearchTask(_DiNTSTask):
+    """``POST /train/dints_search``: DiNTS architecture search on the labelled images."""
+
+    task_name = "dints_search"
+    params = SEARCH_PARAMS
+
+    def __init__(self, model_dir: str, profile: Profile):
+        super().__init__(model_dir, profile, "DiNTS architecture search (TopologySearch supernet) on the final labels")
+
+    def default_output(self) -> str:
+        return os.path.join(self.model_dir, f"dints_pancreas_{self.profile.name}_arch_searched.pth")
+
+    def __call__(self, request: dict, datastore) -> dict[str, Any]:
+        from lib.search.dints_search import search_worker
+
+        cfg, train, val = self._base_cfg(request, datastore)
+        if cfg["warmup_epochs"] >= cfg["epochs"]:
+            raise ValueError(f"warmup_epochs ({cfg['warmup_epochs']}) must be below epochs ({cfg['epochs']})")
+        items_w, items_a = common.halves_by_hash(train)
+        if not items_w or not items_a:
+            raise ValueError(f"the search needs at least 2 training images (one per half), found {len(train)}")
+        out = cfg["output"] or self.default_output()
+        out = out if os.path.isabs(out) else os.path.join(self.model_dir, out)
+        cfg.update({"items_w": items_w, "items_a": items_a, "items_val": val, "out_file": out,
+                    "search_params": {p.name: cfg[p.name] for p in SEARCH_PARAMS}})
+        cfg["stats_base"] = dict(self._stats_base(cfg, train, val), weights_ids=[d["id"] for d in items_w],
+                                 architecture_ids=[d["id"] for d in items_a], arch_file=out)
+        logger.info(f"dints_search: {len(items_w)} weight / {len(items_a)} architecture / {len(val)} validation images, "
+                    f"{cfg['world_size']} process(es) on {cfg['device_type']}")
+        common.launch(search_worker, cfg["world_size"], cfg)
+        return self.stats()
+
+
+class DiNTSTrainTask(_DiNTSTask):
+    """``POST /train/dints_pancreas``: train the current architecture on every final label, publish the best."""
+
+    task_name = "dints_pancreas"
+    params = TRAIN_PARAMS
+
+    def __init__(self, model_dir: str, profile: Profile, arch_file: str, weights: list[str], trained_file: str,
+                 searched_arch_file: str):
+        super().__init__(model_dir, profile, "Train the DiNTS pancreas/tumour model on the final labels")
+        self.arch_file = arch_file
+        self.weights = list(weights)
+        self.trained_file = trained_file
+        self.searched_arch_file = searched_arch_file
+
+    def resolve_arch(self, choice: str) -> str:
+        if choice in ("", "auto"):
+            return self.searched_arch_file if os.path.exists(self.searched_arch_file) else self.arch_file
+        if choice == "searched":
+            if not os.path.exists(self.searched_arch_file):
+                raise ValueError(f"no searched architecture yet ({self.searched_arch_file}): run dints_search first")
+            return self.searched_arch_file
+        if choice == "shipped":
+            return self.arch_file
+        path = choice if os.path.isabs(choice) else os.path.join(self.model_dir, choice)
+        if not os.path.exists(path):
+            raise ValueError(f"architecture file not found: {path}")
+        return path
+
+    def __call__(self, request: dict, datastore) -> dict[str, Any]:
+        from lib.networks.arch_code import load_arch_code
+        from lib.trainers.train_loop import train_worker
+
+        cfg, train, val = self._base_cfg(request, datastore)
+        if cfg["publish_policy"] not in ("improve", "best", "always"):
+            raise ValueError("publish_policy must be improve, best or always")
+        arch_file = self.resolve_arch(cfg["arch"])
+        arch = load_arch_code(arch_file)
+        current = [w for w in self.weights if os.path.exists(w)]
+        current_arch = None
+        try:
+            current_arch = load_arch_code(self.arch_file).as_dict() if os.path.exists(self.arch_file) else None
+        except Exception:  # the profile's arch file is only needed for bare (bundle) checkpoints
+            pass
+        p = self.profile
+        cfg.update({
+            "arch_code": arch.as_dict(), "arch_file": arch_file, "current_arch": current_arch,
+            "channel_mul": p.channel_mul, "trained_file": self.trained_file,
+            "start_weights": current[-1] if current else None, "current_weights": current[-1] if current else None,
+            "items_train": train, "items_val": val,
+            "val_roi_size": p.roi_size if not any(cfg["val_roi_size"]) else cfg["val_roi_size"],
+            "sw_batch_size": cfg["sw_batch_size"] or p.sw_batch_size,
+            "sw_overlap": p.sw_overlap if cfg["sw_overlap"] < 0 else cfg["sw_overlap"],
+        })
+        cfg["stats_base"] = dict(self._stats_base(cfg, train, val), arch_file=arch_file, architecture=arch.describe(),
+                                 trained_file=self.trained_file)
+        logger.info(f"dints_pancreas: {len(train)} training / {len(val)} validation images, arch {arch_file}, "
+                    f"{cfg['world_size']} process(es) on {cfg['device_type']}")
+        common.launch(train_worker, cfg["world_size"], cfg)
+        return self.stats()

@@ -1,0 +1,210 @@
+"""DiNTS search and training tasks in-process, at tiny sizes: the published files, the stable split,
+the architecture diagram, and a 2-process ``gloo`` run giving the same file format as one process."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lib.configs.profiles import get_profile
+from lib.networks.arch_code import load_arch_code
+from lib.networks.factory import build_dints, load_checkpoint, load_network
+from lib.trainers import common
+
+TINY_SEARCH = {"epochs": 3, "warmup_epochs": 1, "val_interval": 1, "channel_mul": 0.25, "num_blocks": 4, "num_depths": 3,
+               "crop_size": 32, "val_roi_size": 32, "sw_overlap": 0.25}
+TINY_TRAIN = {"epochs": 2, "val_interval": 1, "crop_size": 32, "val_roi_size": 32, "sw_overlap": 0.25, "batch_size": 1,
+              "publish_policy": "best"}
+
+
+# ---- synthetic studies -------------------------------------------------------------------------------
+def _blob_case(seed: int, shape=(56, 56, 40), spacing=(2.0, 2.0, 2.0)):
+    """A small CT-like volume: air, a soft-tissue body, a bright pancreas ellipsoid with a dark tumour (not every case)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float32)
+    centre = np.asarray(shape) / 2.0
+    image = np.full(shape, -900.0, np.float32)
+    label = np.zeros(shape, np.uint8)
+    image[(((grid - centre) / (np.asarray(shape) * 0.45)) ** 2).sum(-1) < 1] = 40.0
+    pc = centre + rng.uniform(-5, 5, 3)
+    pancreas = (((grid - pc) / (np.array([10.0, 5.0, 5.0]) * rng.uniform(0.8, 1.2))) ** 2).sum(-1) < 1
+    image[pancreas], label[pancreas] = 110.0, 1
+    if seed % 3 != 2:
+        tumour = ((((grid - (pc + rng.uniform(-3, 3, 3))) / 3.0) ** 2).sum(-1) < 1) & pancreas
+        image[tumour], label[tumour] = 10.0, 2
+    image += rng.normal(0, 10, shape)
+    return image.astype(np.int16), label, np.diag(list(spacing) + [1.0])
+
+
+def make_studies(root: Path, count: int = 6, labelled: int = 4, seed: int = 0) -> Path:
+    """A MONAI Label studies folder of ``count`` small volumes, the first ``labelled`` with ``labels/final``."""
+    import nibabel as nib
+
+    root = Path(root)
+    (root / "labels" / "final").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image, label, affine = _blob_case(seed + i)
+        nib.save(nib.Nifti1Image(image, affine), str(root / f"case_{i:03d}.nii.gz"))
+        if i < labelled:
+            nib.save(nib.Nifti1Image(label, affine), str(root / "labels" / "final" / f"case_{i:03d}.nii.gz"))
+    return root
+
+
+def blob_label(index: int) -> tuple[np.ndarray, np.ndarray]:
+    _, label, affine = _blob_case(index)
+    return label, affine
+
+
+def _datastore(studies: Path):
+    from monailabel.datastore.local import LocalDatastore
+
+    return LocalDatastore(str(studies), extensions=("*.nii.gz",), auto_reload=False)
+
+
+def _tasks(model_dir: Path):
+    from lib.configs.dints_pancreas import DiNTSPancreasConfig
+
+    cfg = DiNTSPancreasConfig()
+    cfg.init("dints_pancreas", str(model_dir), {"profile": "cpu"}, None)
+    return cfg, cfg.search_trainer(), cfg.trainer()
+
+
+@pytest.fixture(scope="module")
+def tiny_studies(module_tmp) -> Path:
+    return make_studies(module_tmp / "studies")
+
+
+# ---- unit ------------------------------------------------------------------------------------------------
+def test_stable_split_keeps_sides_and_new_labels_go_to_training(tmp_path):
+    path = tmp_path / "split.json"
+    ids = [f"case_{i:03d}" for i in range(10)]
+    train, val, _ = common.stable_split(ids, path, val_split=0.3)
+    assert val and set(train) | set(val) == set(ids) and not set(train) & set(val)
+    # same ids in another order: same split; hash-keyed, not order-keyed
+    assert common.stable_split(list(reversed(ids)), path, 0.3)[:2] == (train, val)
+    # new labels go to training, earlier images keep their side
+    train2, val2, _ = common.stable_split(ids + ["new_a", "new_b"], path, 0.3)
+    assert val2 == val and set(train2) == set(train) | {"new_a", "new_b"}
+    # a fresh split of the same ids (no file) is the same split: keyed by id
+    assert common.stable_split(ids, tmp_path / "other.json", 0.3)[1] == val
+    # the user fixes the split; it stays fixed
+    train3, val3, info = common.stable_split(ids, path, 0.3, val_ids=["case_001", "case_002"])
+    assert val3 == ["case_001", "case_002"] and info["fixed"]
+    assert common.stable_split(ids + ["new_c"], path, 0.3)[1] == ["case_001", "case_002"]
+    with pytest.raises(ValueError):
+        common.stable_split(ids, path, 0.3, val_ids=["no_such_image"])
+
+
+def test_request_parameters_parse_strings_and_defaults():
+    from lib.trainers.tasks import SEARCH_PARAMS, TRAIN_PARAMS
+
+    cfg = common.parse_request(SEARCH_PARAMS, {"crop_size": "32", "epochs": "3", "multi_gpu": "true", "channel_mul": 0.25})
+    assert cfg["crop_size"] == (32, 32, 32) and cfg["epochs"] == 3 and cfg["multi_gpu"] is True
+    assert cfg["warmup_epochs"] == 715 and cfg["ram_cost_factor"] == 0.8 and cfg["lr_arch"] == 0.001
+    cfg = common.parse_request(TRAIN_PARAMS, {})
+    assert cfg["lr"] == 0.025 and cfg["epochs"] == 400 and cfg["publish_policy"] == "improve"
+    with pytest.raises(ValueError):
+        common.parse_request(TRAIN_PARAMS, {"epochs": "many"})
+    assert "| `ram_cost_factor` | `0.8` |" in common.params_markdown(SEARCH_PARAMS)
+
+
+def test_partition_even_and_uneven():
+    assert common.partition([1, 2, 3], 0, 2) == [1, 3] and common.partition([1, 2, 3], 1, 2) == [2, 1]
+    assert common.partition([1, 2, 3], 1, 2, even=False) == [2]
+
+
+def test_architecture_diagram(cvpr_arch, tmp_path):
+    from lib.visualize.arch_diagram import draw_architecture, path_endpoints
+
+    arch = load_arch_code(cvpr_arch)
+    files = draw_architecture(arch, tmp_path / "arch.pth")
+    assert [Path(f).suffix for f in files] == [".svg", ".png"]
+    assert all(os.path.getsize(f) > 1000 for f in files)
+    # path numbering agrees with MONAI's TopologyConstruction
+    net = build_dints(arch, 0.25)
+    code2in, code2out = path_endpoints(arch.num_depths)
+    assert code2in == list(net.dints_space.arch_code2in) and code2out == list(net.dints_space.arch_code2out)
+
+
+# ---- search and train, one process -------------------------------------------------------------------
+def test_search_then_train_in_process(tiny_studies, model_dir):
+    _, search, train = _tasks(model_dir)
+    ds = _datastore(tiny_studies)
+
+    t0 = time.time()
+    stats = search(dict(TINY_SEARCH), ds)
+    search_s = time.time() - t0
+    search_epochs = [h["seconds"] for h in stats["history"]]
+    assert stats["status"] == "DONE", stats
+    out = Path(stats["arch_file"])
+    assert out == model_dir / "dints_pancreas_cpu_arch_searched.pth" and out.exists()
+    raw = load_checkpoint(out)
+    assert {"node_a", "arch_code_a", "arch_code_a_max", "arch_code_c", "history"} <= set(raw)
+    arch = load_arch_code(out)
+    assert (arch.num_blocks, arch.num_depths) == (4, 3)
+    net = build_dints(arch, 0.25)  # TopologyInstance + DiNTS
+    assert net(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+    after_warmup = [h for h in stats["history"] if h["epoch"] > 1]
+    assert after_warmup and all(h["ram_cost"] > 0 and h["entropy_a"] > 0 and h["entropy_c"] > 0 and h["topology"] > 0
+                                for h in after_warmup)
+    assert "arch_loss" not in stats["history"][0]  # warm-up trains the weights only
+    assert stats["history"][-1]["arch_weight"] == pytest.approx(0.5)
+    assert all(Path(p).exists() for p in stats["diagram"])
+    # the weights half, the architecture half and validation are disjoint
+    assert not set(stats["weights_ids"]) & set(stats["architecture_ids"])
+    assert not (set(stats["weights_ids"]) | set(stats["architecture_ids"])) & set(stats["validation_ids"])
+
+    t0 = time.time()
+    stats = train(dict(TINY_TRAIN), ds)
+    train_s = time.time() - t0
+    assert stats["status"] == "DONE", stats
+    assert stats["arch_file"] == str(out)  # the searched architecture is trained when present
+    published = model_dir / "dints_pancreas_cpu.pt"
+    assert stats["published_file"] == str(published) and published.exists()
+    loaded, meta = load_network(published, None, 0.25)
+    assert meta["epoch"] >= 1 and meta["trained_on"] == stats["training_ids"]
+    assert len(stats["history"]) == 2 and all("dice" in h and "loss" in h for h in stats["history"])
+    assert os.listdir(stats["tensorboard"])  # event files
+    print(f"\nsearch {search_s:.1f}s (epochs {search_epochs} s), train {train_s:.1f}s (epochs {[h['seconds'] for h in stats['history']]} s)")
+
+
+def test_train_improve_policy_keeps_better_current_model(tiny_studies, model_dir):
+    """``publish_policy improve``: a run that does not beat the current model publishes nothing."""
+    _, _, train = _tasks(model_dir)
+    ds = _datastore(tiny_studies)
+    trained = model_dir / "dints_pancreas_cpu.pt"
+    assert not trained.exists()
+    # lr 0 cannot improve on the starting (current, shipped) model
+    stats = train(dict(TINY_TRAIN, epochs=1, publish_policy="improve", lr=0.0, arch="shipped"), ds)
+    assert stats["status"] == "DONE" and stats["start"].startswith("fine-tuning")
+    assert stats["baseline_mean_dice"] is not None
+    assert stats["published_file"] is None and not trained.exists()
+    assert "never beat" in stats["not_published_reason"]
+
+
+# ---- two processes (gloo) ------------------------------------------------------------------------------
+def test_two_process_gloo_search_and_train_same_format(tiny_studies, model_dir, tmp_path):
+    _, search, train = _tasks(model_dir)
+    ds = _datastore(tiny_studies)
+    one = tmp_path / "one_process_arch.pth"
+    search(dict(TINY_SEARCH, epochs=2, output=str(one)), ds)
+
+    stats = search(dict(TINY_SEARCH, epochs=2, multi_gpu=True, num_processes=2), ds)
+    assert stats["status"] == "DONE" and stats["world_size"] == 2
+    two = load_checkpoint(stats["arch_file"])
+    assert set(two) == set(load_checkpoint(one))
+    arch = load_arch_code(stats["arch_file"])
+    build_dints(arch, 0.25)
+
+    stats = train(dict(TINY_TRAIN, epochs=1, multi_gpu=True, num_processes=2), ds)
+    assert stats["status"] == "DONE" and stats["world_size"] == 2
+    assert stats["history"][0]["lr"] == pytest.approx(0.05)  # lr x world size, as the bundle's multi_gpu config
+    ckpt = load_checkpoint(stats["published_file"])
+    assert set(ckpt) == {"model", "arch", "meta"}
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    load_network(stats["published_file"], None, 0.25)
