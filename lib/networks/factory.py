@@ -102,7 +102,13 @@ def load_network(
     channel_mul = float(meta.get("channel_mul", channel_mul))
     net = build_dints(arch, channel_mul)
     state = {k: v.float() if v.is_floating_point() else v for k, v in extract_state_dict(checkpoint).items()}
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
+        raise CheckpointError(
+            f"{weights_path} does not fit the architecture ({arch.describe()}, channel_mul {channel_mul}): {first}"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"{weights_path} does not fit the architecture ({arch.describe()}, channel_mul {channel_mul}): "
