@@ -1,0 +1,87 @@
+"""The label comes back on the input's exact grid, whatever the input's orientation and spacing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from monai.transforms import Compose, EnsureChannelFirstd, Orientationd
+
+from lib.metrics import dice
+from lib.transforms.restore import resample_argmax
+from lib.transforms.spacing import SafeSpacingd
+from lib.transforms.writer import nrrd_header, write_label
+
+RAS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def blob_volume(shape, affine):
+    """Two ellipsoids defined in world mm, so every orientation shows the same anatomy."""
+    idx = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    world = idx @ affine[:3, :3].T + affine[:3, 3]
+    label = np.zeros(len(world), dtype=np.uint8)
+    label[(((world - [10, -5, 20]) / [30, 18, 14]) ** 2).sum(1) < 1] = 1
+    label[(((world - [20, -5, 22]) / [8, 7, 6]) ** 2).sum(1) < 1] = 2
+    return label.reshape(shape)
+
+
+AFFINES = {
+    "ras": np.diag([0.9, 0.9, 2.5, 1.0]),
+    "lps": np.diag([-0.8, -0.8, 3.0, 1.0]),
+    "permuted_oblique": np.array([[0.0, 0.0, 2.0, -40.0], [0.85, 0.1, 0.0, -30.0], [-0.1, 0.85, 0.0, -10.0], [0, 0, 0, 1.0]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+def test_round_trip_through_model_grid(name):
+    affine = AFFINES[name].copy()
+    shape = (110, 100, 40) if name != "permuted_oblique" else (110, 100, 50)
+    affine[:3, 3] = -affine[:3, :3] @ (np.array(shape) / 2)  # centre the volume on the world origin
+    label = blob_volume(shape, affine)
+    assert (label == 2).sum() > 100
+    data = {"label": MetaTensor(torch.from_numpy(label), affine=torch.as_tensor(affine))}
+    model_grid = Compose([
+        EnsureChannelFirstd(keys="label", channel_dim="no_channel"),
+        Orientationd(keys="label", axcodes="RAS", labels=RAS),
+        SafeSpacingd(keys="label", pixdim=(2.0, 2.0, 2.0), mode="nearest"),
+    ])(data)["label"]
+    scores = F.one_hot(model_grid[0].long(), 3).permute(3, 0, 1, 2).float()
+    restored = resample_argmax(scores, np.asarray(model_grid.affine), affine, shape, slab_voxels=50_000)
+    assert restored.shape == shape and restored.dtype == np.uint8
+    assert dice(restored, label, 1) > 0.85
+    assert dice(restored, label, 2) > 0.75
+
+
+def test_identity_grid_is_exact():
+    shape = (30, 20, 10)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    label = np.random.default_rng(0).integers(0, 3, size=shape).astype(np.uint8)
+    scores = F.one_hot(torch.from_numpy(label).long(), 3).permute(3, 0, 1, 2).float()
+    np.testing.assert_array_equal(resample_argmax(scores, affine, affine, shape, slab_voxels=1000), label)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nrrd"])
+def test_written_label_keeps_shape_affine_and_names(tmp_path, ext):
+    import nibabel as nib
+    import nrrd
+
+    affine = AFFINES["permuted_oblique"]
+    label = np.zeros((12, 10, 8), dtype=np.uint8)
+    label[2:5, 3:6, 1:4] = 1
+    label[3, 4, 2] = 2
+    path = write_label(label, affine, ext, {"pancreas": 1, "tumor": 2}, directory=str(tmp_path))
+    assert path.endswith(ext)
+    if ext == ".nrrd":
+        data, header = nrrd.read(path)
+        assert header["Segment0_Name"] == "pancreas" and header["Segment1_LabelValue"] == "2"
+        expected = nrrd_header(affine)
+        np.testing.assert_allclose(header["space directions"], expected["space directions"])
+        np.testing.assert_allclose(header["space origin"], expected["space origin"])
+    else:
+        img = nib.load(path)
+        data = np.asarray(img.dataobj)
+        np.testing.assert_allclose(img.affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(data, label)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.split("/")[-1]], "partial file left behind"
