@@ -1,0 +1,150 @@
+"""Search, training and the retraining loop through the real ``monailabel start_server`` process, at tiny
+sizes: POST /train/dints_search, then POST /train/dints_pancreas trains the searched architecture and the
+next /infer uses the new weights; a label submitted with save_label starts a training run by itself
+(``auto_train_after 1``) whose datalist holds it while the validation split stays; a second request while
+one runs is refused; DELETE /train leaves the last good model in place."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+import requests
+from monailabel.client.client import MONAILabelClient
+
+from conftest import copy_model_dir
+from server import Server
+from test_train import TINY_SEARCH, TINY_TRAIN, blob_label, make_studies
+
+from lib.networks.arch_code import load_arch_code
+from lib.networks.factory import build_dints, file_checksum, load_checkpoint, load_network
+
+pytestmark = pytest.mark.server
+
+AUTO_PARAMS = dict(TINY_TRAIN, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def server(module_tmp):
+    studies = make_studies(module_tmp / "studies", count=6, labelled=4)
+    model = copy_model_dir(module_tmp / "model")
+    srv = Server(studies, conf={"model_dir": str(model), "auto_train_after": "1",
+                                "auto_train_params": json.dumps(AUTO_PARAMS, separators=(",", ":"))}).start()
+    srv.model_dir = model
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server, module_tmp):
+    tmp = module_tmp / "client"
+    tmp.mkdir()
+    return MONAILabelClient(server.url, tmpdir=str(tmp))
+
+
+def wait_train(server, task_id: str | None = None, timeout: float = 240.0) -> dict:
+    """Wait for the latest (or the given) train task to end; returns it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        tasks = requests.get(f"{server.url}/train/", params={"all": True}, timeout=30).json()
+        tasks = tasks if isinstance(tasks, list) else [tasks]
+        task = next((t for t in tasks if t["id"] == task_id), None) if task_id else tasks[-1]
+        if task and task["status"] in ("DONE", "ERROR", "STOPPED"):
+            return task
+        time.sleep(1.0)
+    raise AssertionError(f"train task did not end within {timeout}s:\n{server.log()[-4000:]}")
+
+
+def train_stats(client, name: str) -> dict:
+    return client.info()["train_stats"][name]
+
+
+def model_checksum(client) -> str:
+    return client.info()["models"]["dints_pancreas"]["model"]["checksum"]
+
+
+def test_trainers_listed_with_documented_defaults(client):
+    info = client.info()
+    assert {"dints_pancreas", "dints_search"} <= set(info["trainers"])
+    search_cfg = info["trainers"]["dints_search"]["config"]
+    assert search_cfg["ram_cost_factor"] == 0.8 and search_cfg["num_blocks"] == 12 and search_cfg["lr_arch"] == 0.001
+    assert info["trainers"]["dints_pancreas"]["config"]["lr"] == 0.025
+
+
+def test_search_then_train_then_infer_uses_new_weights(server, client):
+    before = model_checksum(client)
+    task = client.train_start("dints_search", dict(TINY_SEARCH))
+    done = wait_train(server, task["id"])
+    assert done["status"] == "DONE", server.log()[-4000:]
+    stats = train_stats(client, "dints_search")
+    assert stats["status"] == "DONE"
+    arch_file = Path(stats["arch_file"])
+    assert arch_file.parent == server.model_dir
+    assert {"node_a", "arch_code_a", "arch_code_a_max", "arch_code_c", "history"} <= set(load_checkpoint(arch_file))
+    build_dints(load_arch_code(arch_file), 0.25)  # loads into a TopologyInstance
+    after_warmup = [h for h in stats["history"] if h["epoch"] > TINY_SEARCH["warmup_epochs"]]
+    assert after_warmup and all(h["ram_cost"] > 0 and h["entropy_a"] > 0 and h["entropy_c"] > 0 for h in after_warmup)
+    assert all(Path(p).exists() for p in stats["diagram"]) and stats["diagram"][0].endswith(".svg")
+
+    task = client.train_start("dints_pancreas", dict(TINY_TRAIN))
+    done = wait_train(server, task["id"])
+    assert done["status"] == "DONE", server.log()[-4000:]
+    assert any("epoch 1/2" in line for line in done["details"])  # per-epoch lines in GET /train
+    stats = train_stats(client, "dints_pancreas")
+    assert stats["arch_file"] == str(arch_file) and stats["status"] == "DONE"
+    trained = server.model_dir / "dints_pancreas_cpu.pt"
+    new = file_checksum(trained)
+    assert stats["published_checksum"] == new != before
+    assert model_checksum(client) == new
+    _, params = client.infer("dints_pancreas", "case_005", {})
+    params = json.loads(params) if isinstance(params, str) else params
+    assert params["model"]["checksum"] == new
+
+
+def test_saved_label_is_trained_on_and_split_is_stable(server, client, module_tmp):
+    """save_label for an unlabelled image starts training (auto_train_after 1); its datalist holds the image."""
+    before = train_stats(client, "dints_pancreas")
+    assert "case_004" not in before["training_ids"] + before["validation_ids"]
+    label, affine = blob_label(4)
+    path = module_tmp / "case_004_label.nii.gz"
+    nib.save(nib.Nifti1Image(label, affine), str(path))
+    res = client.save_label("case_004", str(path), tag="final")
+    assert res.get("auto_train") == "started", res
+    time.sleep(2)
+    done = wait_train(server)
+    assert done["status"] == "DONE", server.log()[-4000:]
+    after = train_stats(client, "dints_pancreas")
+    assert after["start_ts"] != before["start_ts"]
+    assert "case_004" in after["training_ids"]
+    assert after["validation_ids"] == before["validation_ids"]
+    assert set(before["training_ids"]) < set(after["training_ids"])
+
+
+def test_second_request_refused_and_delete_keeps_last_good_model(server, client):
+    trained = server.model_dir / client.info()["models"]["dints_pancreas"]["model"]["path"]  # the model in use
+    good = file_checksum(trained)
+    # a long run that validates (and so could publish) only at its end
+    task = client.train_start("dints_pancreas", dict(TINY_TRAIN, epochs=500, val_interval=1000))
+    deadline = time.time() + 30
+    while time.time() < deadline:  # MONAI Label registers the process a moment after answering the POST
+        if requests.get(f"{server.url}/train/", params={"check_if_running": True}, timeout=30).status_code == 200:
+            break
+        time.sleep(0.2)
+    r = requests.post(f"{server.url}/train/dints_pancreas", json=dict(TINY_TRAIN), timeout=30)
+    assert r.status_code == 429 and "Already Running" in r.text
+    deadline = time.time() + 120
+    while time.time() < deadline:  # let it get into its epochs
+        st = train_stats(client, "dints_pancreas")
+        if st.get("start_ts") and st.get("status") == "RUNNING" and st.get("epoch", 0) >= 1:
+            break
+        time.sleep(1.0)
+    stopped = requests.delete(f"{server.url}/train/", timeout=30).json()
+    assert stopped["status"] == "STOPPED" and stopped["id"] == task["id"]
+    time.sleep(1.0)
+    assert file_checksum(trained) == good
+    load_network(trained, None, 0.25)
+    assert train_stats(client, "dints_pancreas")["status"] == "STOPPED"
+    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
