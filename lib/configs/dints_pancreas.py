@@ -65,6 +65,24 @@ class DiNTSPancreasConfig(TaskConfig):
             max_voxels=int(float(conf.get("max_voxels", DEFAULT_MAX_VOXELS))),
             check_hu=strtobool(conf.get("check_hu", "true")),
         )
+        # fast inference (issue 4): backend, TensorRT engine cache, coarse-to-fine CPU path, threads
+        from lib.inference.backends import BackendOptions, normalise_backend, normalise_precision
+        from lib.inference.fast_path import FastPathOptions
+
+        self.backend = normalise_backend(conf.get("backend", "auto"))
+        self.backend_options = BackendOptions(
+            roi_size=tuple(self.profile.roi_size),
+            sw_batch_size=self.profile.sw_batch_size,
+            trt_precision=normalise_precision(conf.get("trt_precision", "fp16")),
+            batch_range=(1, int(conf.get("trt_max_batch", 8))),
+            engine_dir=str(resolve(conf["engine_dir"], model_dir)) if conf.get("engine_dir") else None,
+        )
+        self.fast_path = FastPathOptions(
+            enabled=strtobool(conf.get("fast_path", "true")),
+            fine_overlap=float(conf["fine_overlap"]) if "fine_overlap" in conf else None,
+            margin_mm=float(conf.get("fast_margin_mm", FastPathOptions.margin_mm)),
+        )
+        self.num_threads = int(conf.get("num_threads", 0))
         logger.info(
             f"{name}: profile {self.profile.name} (spacing {self.profile.spacing}, roi {self.profile.roi_size}, "
             f"overlap {self.profile.sw_overlap}); arch {self.arch_file}; weights {self.weights}"
@@ -87,6 +105,10 @@ class DiNTSPancreasConfig(TaskConfig):
             arch_file=self.arch_file,
             profile=self.profile,
             limits=self.limits,
+            backend=self.backend,
+            backend_options=self.backend_options,
+            fast_path=self.fast_path,
+            num_threads=self.num_threads,
         )
         return {self.name: task}
 

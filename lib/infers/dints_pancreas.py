@@ -1,9 +1,12 @@
 """The ``dints_pancreas`` inference task: pancreas (1) and pancreatic tumour (2) from a 3-D CT.
 
 Pipeline: load + validate -> channel first -> RAS -> model spacing -> HU -87..199 to 0..1 -> sliding
-window (Gaussian blending) -> softmax -> resample back to the input's exact grid + argmax -> uint8 label,
-written as ``.nii.gz`` or ``.nrrd``. The network is rebuilt from the weights file whenever that file
-changes on disk, so a model published by training is used by the next request without a restart.
+window (Gaussian blending; by default the coarse-to-fine fast path of :mod:`lib.inference.fast_path`)
+-> softmax -> resample back to the input's exact grid + argmax -> uint8 label, written as ``.nii.gz`` or
+``.nrrd``. The network runs on the backend chosen with ``--conf backend`` (:mod:`lib.inference.backends`;
+per request with ``"backend"``). The network is rebuilt from the weights file whenever that file changes
+on disk, so a model published by training is used by the next request without a restart (and compiled
+backends / TensorRT engines are rebuilt for it).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import threading
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import EnsureChannelFirstd, Orientationd, ScaleIntensityRanged
@@ -21,10 +25,11 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.configs.profiles import LABELS, Profile
 from lib.errors import InputError
+from lib.inference.backends import BackendOptions, ModelCache, PreparedModel, is_cuda, normalise_backend, prepare
+from lib.inference.fast_path import FastPathOptions, configure_threads, fast_pass, full_pass, restore_label
 from lib.networks.arch_code import ArchCode, ArchCodeError, load_arch_code
 from lib.networks.factory import CheckpointError, file_checksum, load_network
 from lib.transforms.load import InputLimits, LoadCTd, check_resampled_size
-from lib.transforms.restore import RestoreLabeld
 from lib.transforms.spacing import SafeSpacingd
 from lib.transforms.writer import normalise_extension, write_label
 
@@ -51,6 +56,33 @@ class Softmaxd:
         return data
 
 
+def _truthy(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on", "y", "t")
+    return bool(value)
+
+
+class RestoreCroppedLabeld:
+    """``pred``: class scores of a box of the model grid (``pred_offset``) -> uint8 label on the input grid."""
+
+    def __init__(self, key: str = "pred", ref_key: str = "image"):
+        self.key, self.ref_key = key, ref_key
+
+    def __call__(self, data):
+        d = dict(data)
+        ref = d[self.ref_key]
+        d[self.key] = restore_label(
+            d[self.key], d.get(f"{self.key}_offset", (0, 0, 0)), np.asarray(ref.affine, dtype=np.float64),
+            d[f"{self.ref_key}_input_affine"], d[f"{self.ref_key}_input_shape"],
+        )
+        d[f"{self.key}_affine"] = d[f"{self.ref_key}_input_affine"]
+        return d
+
+
+# stitch on the GPU while the output buffer (scores + weight map) of the sliding window stays below this
+GPU_STITCH_BYTES = 2 << 30
+
+
 class DiNTSPancreasInfer(BasicInferTask):
     """MONAI Label segmentation task backed by a DiNTS network."""
 
@@ -60,6 +92,10 @@ class DiNTSPancreasInfer(BasicInferTask):
         arch_file: str,
         profile: Profile,
         limits: InputLimits | None = None,
+        backend: str = "auto",
+        backend_options: BackendOptions | None = None,
+        fast_path: FastPathOptions | None = None,
+        num_threads: int = 0,
         description: str = "DiNTS segmentation of the pancreas and pancreatic tumour in CT",
         **kwargs,
     ):
@@ -76,6 +112,8 @@ class DiNTSPancreasInfer(BasicInferTask):
                 "sw_batch_size": profile.sw_batch_size,
                 "sw_overlap": profile.sw_overlap,
                 "result_extension": ".nii.gz",
+                "backend": normalise_backend(backend),
+                "fast_path": (fast_path or FastPathOptions()).enabled,
             },
             **kwargs,
         )
@@ -84,6 +122,12 @@ class DiNTSPancreasInfer(BasicInferTask):
         self.limits = limits or InputLimits()
         self._lock = threading.Lock()
         self._cached: dict[str, tuple[tuple, torch.nn.Module, dict]] = {}
+        self.backend = normalise_backend(backend)
+        self.backend_options = backend_options or BackendOptions(
+            roi_size=tuple(profile.roi_size), sw_batch_size=profile.sw_batch_size)
+        self.fast_path = fast_path or FastPathOptions()
+        self.num_threads = int(num_threads or 0)
+        self._models = ModelCache()
 
     # ---- model -----------------------------------------------------------------------------------
     def is_valid(self) -> bool:
@@ -98,6 +142,8 @@ class DiNTSPancreasInfer(BasicInferTask):
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["model"] = self.model_info()
+        info["backend"] = self.backend
+        info["fast_path"] = self.fast_path.enabled
         return info
 
     def _arch(self) -> ArchCode | None:
@@ -125,6 +171,50 @@ class DiNTSPancreasInfer(BasicInferTask):
             logger.info(f"Loaded {os.path.basename(path)} ({file_checksum(path)}) on {device}")
             return net
 
+    def get_model(self, device, backend: str | None = None, data=None) -> PreparedModel:
+        """The network on ``backend`` (default: ``--conf backend``), built once per weights version and device."""
+        backend = normalise_backend(backend or self.backend)
+        net = self._get_network(device, data)  # reloads on a weights change; raises InputError if unusable
+        path = self.get_path()
+        with self._lock:
+            key = self._cached[str(device)][0]
+        return self._models.get(
+            (key, backend, str(device)),
+            lambda: prepare(net, backend, str(device), self.backend_options, weights_path=path, checksum=file_checksum(path)),
+        )
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch=True, device="cuda"):
+        configure_threads(self.num_threads)
+        try:
+            backend = normalise_backend(data.get("backend") or self.backend)
+        except ValueError as exc:
+            raise InputError(str(exc), 400) from exc
+        model = self.get_model(device, backend, data)
+        image = data[self.input_key]
+        image = (image if torch.is_tensor(image) else torch.as_tensor(image)).float()
+        image = image.as_tensor() if hasattr(image, "as_tensor") else image
+        sw_batch = int(data.get("sw_batch_size", self.profile.sw_batch_size))
+        overlap = float(data.get("sw_overlap", self.profile.sw_overlap))
+        stitch, sw_device = None, None
+        if is_cuda(device):
+            sw_device = torch.device(device)
+            n_bytes = 2 * (1 + len(LABELS)) * image[0].numel() * 4
+            stitch = sw_device if n_bytes < GPU_STITCH_BYTES else torch.device("cpu")
+            image = image.to(stitch)
+        use_fast = _truthy(data.get("fast_path", self.fast_path.enabled))
+        if use_fast:
+            result = fast_pass(image, model.forward, self.roi_size, sw_batch, overlap, self.profile.spacing,
+                               self.fast_path, device=stitch, sw_device=sw_device)
+        else:
+            result = full_pass(image, model.forward, self.roi_size, sw_batch, overlap, device=stitch, sw_device=sw_device)
+        if is_cuda(device):
+            torch.cuda.empty_cache()
+        data["pred"] = result.scores.cpu()
+        data["pred_offset"] = result.offset
+        data["inference"] = {**model.describe(), **result.stats}
+        logger.info(f"Inference: {data['inference']}")
+        return data
+
     # ---- transforms ------------------------------------------------------------------------------
     def pre_transforms(self, data=None) -> Sequence[Callable]:
         a_min, a_max = self.profile.hu_window
@@ -150,7 +240,7 @@ class DiNTSPancreasInfer(BasicInferTask):
         return None  # the exact inversion happens in RestoreLabeld
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
-        return [Softmaxd("pred"), RestoreLabeld(keys="pred", ref_key="image")]
+        return [Softmaxd("pred"), RestoreCroppedLabeld("pred", ref_key="image")]
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None):
         ext = normalise_extension(extension or data.get("result_extension"))
@@ -163,6 +253,8 @@ class DiNTSPancreasInfer(BasicInferTask):
             "model": self.model_info(),
             "voxels": {name: int((label == value).sum()) for name, value in LABELS.items()},
         }
+        if data.get("inference"):
+            result["inference"] = data["inference"]
         return path, result
 
     def __call__(self, request, callbacks=None):

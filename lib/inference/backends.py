@@ -1,0 +1,409 @@
+"""Model backends for inference, chosen with ``--conf backend`` (or per request with ``"backend"``).
+
+=============  ===============================================================================================
+``torch``      eager PyTorch, fp32.
+``amp``        eager PyTorch under ``torch.autocast`` fp16 (CUDA only; on CPU it falls back to ``torch``).
+``compile``    ``torch.compile`` (inductor) of the network; AMP on CUDA, with CUDA graphs
+               (``mode="reduce-overhead"``) since the sliding window always feeds one static batch shape.
+               Compiled once per (weights, device) and kept for later requests; inductor's own on-disk cache
+               (``TORCHINDUCTOR_CACHE_DIR``) makes a restarted server compile faster.
+``torchscript`` ``torch.jit.trace`` of the network (DiNTS does not script, MONAI issue #6079), saved in the
+               engine cache and reloaded by later processes.
+``tensorrt``   ``torch-tensorrt`` (traced, TorchScript IR, like the bundle's ``trt_export``), fp16 or fp32,
+               dynamic batch 1..8, ``aten::upsample_trilinear3d`` left to torch. The engine is cached on disk
+               next to the weights, keyed by weights checksum, precision, batch range, window size, device
+               and library versions, so a new model (e.g. published by training) or an upgrade rebuilds it.
+``auto``       ``tensorrt`` (fp16) where CUDA and torch-tensorrt are present, else ``compile`` (AMP) on CUDA,
+               else ``torch`` (the CPU path).
+=============  ===============================================================================================
+
+Whatever fails (no CUDA, package missing, a failed build or load), :func:`prepare` logs one line saying why and
+falls back (``tensorrt`` -> ``compile``/AMP on CUDA or ``torch`` on CPU; ``compile``/``torchscript`` -> ``torch``);
+a request never fails because of its backend.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from lib.inference.static_dints import static_network
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "amp", "compile", "torchscript", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+DEFAULT_BATCH_RANGE = (1, 8)
+
+
+class BackendUnavailable(RuntimeError):
+    """This backend cannot run here; the message says why (it is logged, then we fall back)."""
+
+
+def normalise_backend(name: str | None) -> str:
+    value = (name or "auto").strip().lower().replace("-", "").replace("_", "")
+    aliases = {"trt": "tensorrt", "jit": "torchscript", "ts": "torchscript", "eager": "torch", "cpu": "torch",
+               "inductor": "compile", "torchcompile": "compile"}
+    value = aliases.get(value, value)
+    if value not in BACKENDS:
+        raise ValueError(f"unknown backend '{name}': choose one of {', '.join(BACKENDS)}")
+    return value
+
+
+def normalise_precision(value: str | None) -> str:
+    v = (value or "fp16").strip().lower()
+    v = {"float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}.get(v, v)
+    if v not in PRECISIONS:
+        raise ValueError(f"unknown precision '{value}': choose fp16 or fp32")
+    return v
+
+
+def is_cuda(device) -> bool:
+    return str(device).startswith("cuda")
+
+
+def tensorrt_installed() -> bool:
+    return importlib.util.find_spec("torch_tensorrt") is not None
+
+
+def resolve_backend(name: str | None, device) -> str:
+    """``auto`` -> the fastest backend this machine can run; any other name is returned normalised."""
+    name = normalise_backend(name)
+    if name != "auto":
+        return name
+    if is_cuda(device) and torch.cuda.is_available():
+        return "tensorrt" if tensorrt_installed() else "compile"
+    return "torch"
+
+
+# ---- engine cache ---------------------------------------------------------------------------------------
+def library_versions() -> dict[str, str]:
+    versions = {"torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import monai
+
+        versions["monai"] = monai.__version__
+    except Exception:  # pragma: no cover
+        pass
+    if torch.version.cuda:
+        versions["cuda"] = str(torch.version.cuda)
+    for mod in ("torch_tensorrt", "tensorrt"):
+        if importlib.util.find_spec(mod) is not None:
+            try:
+                versions[mod] = __import__(mod).__version__
+            except Exception as exc:  # a broken install is its own version
+                versions[mod] = f"unimportable:{type(exc).__name__}"
+    return versions
+
+
+def device_name(device) -> str:
+    if is_cuda(device) and torch.cuda.is_available():
+        index = torch.device(device).index or 0
+        return torch.cuda.get_device_name(index)
+    return "cpu"
+
+
+def engine_key(
+    weights_checksum: str,
+    backend: str,
+    precision: str,
+    batch_range: Sequence[int],
+    roi_size: Sequence[int],
+    device: str = "cpu",
+    versions: dict | None = None,
+) -> str:
+    """Identity of a compiled engine: any change of weights, precision, batch range, window, device or libraries
+    gives a different key (and so a rebuild)."""
+    payload = {
+        "weights": weights_checksum,
+        "backend": backend,
+        "precision": precision,
+        "batch_range": [int(b) for b in batch_range],
+        "roi_size": [int(r) for r in roi_size],
+        "device": device,
+        "versions": versions if versions is not None else library_versions(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def engine_path(engine_dir: str, weights_path: str, backend: str, precision: str, key: str) -> str:
+    stem = os.path.basename(weights_path).split(".")[0]
+    return os.path.join(engine_dir, f"{stem}.{backend}.{precision}.{key}.ts")
+
+
+def prune_engines(engine_dir: str, weights_path: str, backend: str, precision: str, keep: str) -> None:
+    """Remove this weights file's stale engines of the same backend/precision (old weights, old libraries)."""
+    stem = os.path.basename(weights_path).split(".")[0]
+    for old in glob.glob(os.path.join(engine_dir, f"{stem}.{backend}.{precision}.*.ts")):
+        if os.path.abspath(old) != os.path.abspath(keep):
+            try:
+                os.remove(old)
+                logger.info(f"Removed stale engine {os.path.basename(old)}")
+            except OSError:
+                pass
+
+
+def _atomic_jit_save(module, path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.jit.save(module, tmp)
+    os.replace(tmp, path)
+
+
+# ---- model wrappers -------------------------------------------------------------------------------------
+class AutocastModel(nn.Module):
+    """Runs the wrapped model under ``torch.autocast`` (fp16 on CUDA) and returns fp32 scores."""
+
+    def __init__(self, model: nn.Module, device_type: str = "cuda", dtype: torch.dtype = torch.float16):
+        super().__init__()
+        self.model, self.device_type, self.dtype = model, device_type, dtype
+
+    def forward(self, x):
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            return self.model(x).float()
+
+
+class FixedBatch:
+    """Pads every batch to ``batch`` items, so compiled models (CUDA graphs, TensorRT) always see one shape."""
+
+    def __init__(self, model: Callable, batch: int):
+        self.model, self.batch = model, int(batch)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if n >= self.batch:
+            return self.model(x).float()
+        pad = x.new_zeros((self.batch - n, *x.shape[1:]))
+        return self.model(torch.cat([x, pad], 0))[:n].float()
+
+
+@dataclass
+class PreparedModel:
+    """A callable (batch -> class scores) plus how it was obtained."""
+
+    forward: Callable
+    backend: str  # what actually runs
+    requested: str
+    device: str
+    precision: str = "fp32"
+    fallback_reason: str | None = None
+    engine_file: str | None = None
+    build_seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        out = {"backend": self.backend, "requested": self.requested, "precision": self.precision, "device": self.device}
+        if self.fallback_reason:
+            out["fallback_reason"] = self.fallback_reason
+        if self.engine_file:
+            out["engine_file"] = os.path.basename(self.engine_file)
+        return out
+
+
+@dataclass
+class BackendOptions:
+    roi_size: tuple[int, int, int] = (96, 96, 96)
+    sw_batch_size: int = 2
+    trt_precision: str = "fp16"
+    batch_range: tuple[int, int] = DEFAULT_BATCH_RANGE
+    engine_dir: str | None = None  # default: "<weights folder>/engines"
+    compile_mode: str | None = None  # default: "reduce-overhead" on CUDA (CUDA graphs), inductor default on CPU
+
+
+def _build_torch(net, device, amp: bool) -> tuple[Callable, str]:
+    if amp:
+        if not is_cuda(device):
+            raise BackendUnavailable("AMP (fp16 autocast) needs CUDA; this device is the CPU")
+        return AutocastModel(net, "cuda"), "amp-fp16"
+    return net, "fp32"
+
+
+def _check_inductor(device) -> None:
+    if is_cuda(device):
+        return
+    import shutil
+
+    from torch._inductor import config as inductor_config
+
+    cxx = inductor_config.cpp.cxx
+    names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
+    if not any(shutil.which(c) for c in names + ["g++", "c++", "clang++"]):
+        raise BackendUnavailable("torch.compile on CPU needs a C++ compiler (g++/clang++), none found on PATH")
+
+
+def _build_compile(net, device, opts: BackendOptions) -> tuple[Callable, str]:
+    _check_inductor(device)
+    model = static_network(net)
+    cuda = is_cuda(device)
+    if cuda:
+        model = AutocastModel(model, "cuda")
+    mode = opts.compile_mode or ("reduce-overhead" if cuda else None)
+    compiled = torch.compile(model, dynamic=False, fullgraph=True, mode=mode)
+    example = torch.zeros((opts.sw_batch_size, 1, *opts.roi_size), device=device)
+    with torch.no_grad():  # compile now (the first request pays, not the n-th window of it); errors surface here
+        compiled(example)
+    return FixedBatch(compiled, opts.sw_batch_size), "amp-fp16" if cuda else "fp32"
+
+
+def trace_model(net: nn.Module, device, roi_size, batch: int = 1) -> torch.jit.ScriptModule:
+    example = torch.zeros((batch, 1, *roi_size), device=device)
+    with torch.no_grad():
+        return torch.jit.trace(static_network(net).to(device).eval(), example, check_trace=False)
+
+
+def _build_torchscript(net, device, opts: BackendOptions, weights_path: str | None, checksum: str | None):
+    path = None
+    if weights_path and checksum:
+        engine_dir = opts.engine_dir or os.path.join(os.path.dirname(os.path.abspath(weights_path)), "engines")
+        key = engine_key(checksum, "torchscript", "fp32", (1, opts.batch_range[1]), opts.roi_size, "any")
+        path = engine_path(engine_dir, weights_path, "torchscript", "fp32", key)
+        if os.path.exists(path):
+            try:
+                return torch.jit.load(path, map_location=device).eval(), "fp32", path
+            except Exception as exc:
+                logger.warning(f"Cached TorchScript {os.path.basename(path)} unreadable ({exc}); tracing again")
+    traced = trace_model(net, device, opts.roi_size)
+    if path:
+        try:
+            _atomic_jit_save(traced, path)
+            prune_engines(os.path.dirname(path), weights_path, "torchscript", "fp32", path)
+        except OSError as exc:
+            logger.warning(f"Could not cache TorchScript in {path}: {exc}")
+            path = None
+    return traced, "fp32", path
+
+
+def build_tensorrt(net, device, precision: str, roi_size, batch_range, opt_batch: int):
+    """Trace + ``torch_tensorrt`` (TorchScript IR) exactly as MONAI's ``convert_to_trt`` / the bundle's ``trt_export``."""
+    if not (is_cuda(device) and torch.cuda.is_available()):
+        raise BackendUnavailable("TensorRT needs CUDA and no CUDA device is available")
+    if not tensorrt_installed():
+        raise BackendUnavailable("torch-tensorrt is not installed (optional GPU extra: pip install -r requirements-gpu.txt)")
+    try:
+        import torch_tensorrt  # noqa: F401  (lazy: gigabytes of CUDA libraries)
+    except Exception as exc:
+        raise BackendUnavailable(f"torch-tensorrt cannot be imported: {exc}") from exc
+    from monai.networks.utils import convert_to_trt
+
+    lo, hi = (int(b) for b in batch_range)
+    opt = min(max(int(opt_batch), lo), hi)
+    return convert_to_trt(
+        static_network(net).to(device).eval(),
+        precision=precision,
+        input_shape=[opt, 1, *roi_size],
+        dynamic_batchsize=[lo, opt, hi],
+        use_trace=True,
+        verify=False,
+        device=torch.device(device).index or 0,
+        torch_executed_ops=["aten::upsample_trilinear3d"],
+        truncate_long_and_double=True,
+    )
+
+
+def _build_tensorrt_cached(net, device, opts: BackendOptions, weights_path: str | None, checksum: str | None):
+    precision = normalise_precision(opts.trt_precision)
+    if not (is_cuda(device) and torch.cuda.is_available()):
+        raise BackendUnavailable("TensorRT needs CUDA and no CUDA device is available")
+    if not tensorrt_installed():
+        raise BackendUnavailable("torch-tensorrt is not installed (optional GPU extra: pip install -r requirements-gpu.txt)")
+    path = None
+    if weights_path and checksum:
+        engine_dir = opts.engine_dir or os.path.join(os.path.dirname(os.path.abspath(weights_path)), "engines")
+        key = engine_key(checksum, "tensorrt", precision, opts.batch_range, opts.roi_size, device_name(device))
+        path = engine_path(engine_dir, weights_path, "tensorrt", precision, key)
+        if os.path.exists(path):
+            import torch_tensorrt  # noqa: F401  (registers the TensorRT ops torch.jit.load needs)
+
+            return torch.jit.load(path, map_location=device).eval(), precision, path
+    model = build_tensorrt(net, device, precision, opts.roi_size, opts.batch_range, opts.sw_batch_size)
+    if path:
+        try:
+            _atomic_jit_save(model, path)
+            prune_engines(os.path.dirname(path), weights_path, "tensorrt", precision, path)
+        except Exception as exc:
+            logger.warning(f"Could not cache the TensorRT engine in {path}: {exc}")
+            path = None
+    return model, precision, path
+
+
+def prepare(
+    net: nn.Module,
+    backend: str | None,
+    device,
+    opts: BackendOptions | None = None,
+    weights_path: str | None = None,
+    checksum: str | None = None,
+) -> PreparedModel:
+    """Turn an eval-mode network into the requested backend's callable, falling back (one log line) on failure."""
+    opts = opts or BackendOptions()
+    device = str(device)
+    requested = normalise_backend(backend)
+    chain = [resolve_backend(requested, device)]
+    cuda = is_cuda(device)
+    if chain[0] == "tensorrt":
+        chain += ["compile", "torch"] if cuda else ["torch"]
+    elif chain[0] in ("compile", "torchscript", "amp"):
+        chain += ["torch"]
+    net = net.to(device).eval()
+    reasons = []
+    for name in chain:
+        start = time.time()
+        try:
+            engine = None
+            if name == "torch":
+                fn, precision = _build_torch(net, device, amp=False)
+            elif name == "amp":
+                fn, precision = _build_torch(net, device, amp=True)
+            elif name == "compile":
+                fn, precision = _build_compile(net, device, opts)
+            elif name == "torchscript":
+                fn, precision, engine = _build_torchscript(net, device, opts, weights_path, checksum)
+            else:
+                model, precision, engine = _build_tensorrt_cached(net, device, opts, weights_path, checksum)
+                fn = FixedBatch(model, opts.sw_batch_size) if opts.sw_batch_size <= opts.batch_range[1] else model
+        except Exception as exc:  # BackendUnavailable, compiler errors, TensorRT build errors...
+            reason = f"{name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            reasons.append(reason)
+            continue
+        prepared = PreparedModel(
+            forward=fn, backend=name, requested=requested, device=device, precision=precision,
+            fallback_reason="; ".join(reasons) or None, engine_file=engine, build_seconds=time.time() - start,
+        )
+        if reasons:
+            logger.warning(f"Backend '{requested}' unavailable ({'; '.join(reasons)}); falling back to '{name}'")
+        elif name != "torch":
+            logger.info(f"Backend '{name}' ready on {device} ({precision}) in {prepared.build_seconds:.1f}s")
+        return prepared
+    raise RuntimeError(f"no backend could run: {'; '.join(reasons)}")  # 'torch' never fails to build
+
+
+class ModelCache:
+    """Prepared models per (weights identity, backend, device): each backend is built once per weights version."""
+
+    def __init__(self, max_entries: int = 4):
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, PreparedModel] = {}
+        self.max_entries = max_entries
+
+    def get(self, key: tuple, build: Callable[[], PreparedModel]) -> PreparedModel:
+        with self._lock:
+            if key in self._entries:
+                return self._entries[key]
+            prepared = build()
+            # a new weights version replaces older ones (no point keeping compiled graphs of an old model)
+            for old in [k for k in self._entries if k[0] != key[0] or len(self._entries) >= self.max_entries]:
+                self._entries.pop(old, None)
+            self._entries[key] = prepared
+            return prepared
