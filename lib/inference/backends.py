@@ -155,6 +155,22 @@ def prune_engines(engine_dir: str, weights_path: str, backend: str, precision: s
                 pass
 
 
+def default_engine_dir(weights_path: str) -> str:
+    """Engines live next to the weights they were built from: ``<weights folder>/engines``."""
+    return os.path.join(os.path.dirname(os.path.abspath(weights_path)), "engines")
+
+
+def cached_engine_path(weights_path: str, checksum: str, backend: str, precision: str, opts: "BackendOptions", device) -> str:
+    """Where the engine for these weights/settings lives (TorchScript is device independent: traced on the
+    device it runs on but keyed as 'any' so an export from the command line is found by the server)."""
+    engine_dir = opts.engine_dir or default_engine_dir(weights_path)
+    if backend == "tensorrt":
+        key = engine_key(checksum, backend, precision, opts.batch_range, opts.roi_size, device_name(device))
+    else:
+        key = engine_key(checksum, backend, precision, (1, opts.batch_range[1]), opts.roi_size, "any")
+    return engine_path(engine_dir, weights_path, backend, precision, key)
+
+
 def _atomic_jit_save(module, path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -264,11 +280,8 @@ def trace_model(net: nn.Module, device, roi_size, batch: int = 1) -> torch.jit.S
 
 
 def _build_torchscript(net, device, opts: BackendOptions, weights_path: str | None, checksum: str | None):
-    path = None
-    if weights_path and checksum:
-        engine_dir = opts.engine_dir or os.path.join(os.path.dirname(os.path.abspath(weights_path)), "engines")
-        key = engine_key(checksum, "torchscript", "fp32", (1, opts.batch_range[1]), opts.roi_size, "any")
-        path = engine_path(engine_dir, weights_path, "torchscript", "fp32", key)
+    path = cached_engine_path(weights_path, checksum, "torchscript", "fp32", opts, device) if weights_path and checksum else None
+    if path:
         if os.path.exists(path):
             try:
                 return torch.jit.load(path, map_location=device).eval(), "fp32", path
@@ -318,11 +331,8 @@ def _build_tensorrt_cached(net, device, opts: BackendOptions, weights_path: str 
         raise BackendUnavailable("TensorRT needs CUDA and no CUDA device is available")
     if not tensorrt_installed():
         raise BackendUnavailable("torch-tensorrt is not installed (optional GPU extra: pip install -r requirements-gpu.txt)")
-    path = None
-    if weights_path and checksum:
-        engine_dir = opts.engine_dir or os.path.join(os.path.dirname(os.path.abspath(weights_path)), "engines")
-        key = engine_key(checksum, "tensorrt", precision, opts.batch_range, opts.roi_size, device_name(device))
-        path = engine_path(engine_dir, weights_path, "tensorrt", precision, key)
+    path = cached_engine_path(weights_path, checksum, "tensorrt", precision, opts, device) if weights_path and checksum else None
+    if path:
         if os.path.exists(path):
             import torch_tensorrt  # noqa: F401  (registers the TensorRT ops torch.jit.load needs)
 

@@ -246,7 +246,10 @@ class DiNTSPancreasInfer(BasicInferTask):
         ext = normalise_extension(extension or data.get("result_extension"))
         label = data["pred"]
         if not data.get("result_write_to_file", True):
-            return label, {"label_names": dict(LABELS)}
+            result = {"label_names": dict(LABELS), "model": self.model_info()}
+            if data.get("inference"):
+                result["inference"] = data["inference"]
+            return label, result
         path = write_label(label, data["pred_affine"], ext, dict(LABELS))
         result = {
             "label_names": dict(LABELS),

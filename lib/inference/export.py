@@ -1,0 +1,73 @@
+"""Export the network as TorchScript or a TensorRT engine (TorchScript with TensorRT ops), the way the
+model-zoo bundle's ``python -m monai.bundle trt_export`` does: traced, fp32/fp16, dynamic batch,
+``aten::upsample_trilinear3d`` left to torch. Used by ``scripts/export_model.py``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from lib.inference.backends import (
+    BackendOptions,
+    BackendUnavailable,
+    _atomic_jit_save,
+    build_tensorrt,
+    cached_engine_path,
+    normalise_precision,
+    prune_engines,
+    trace_model,
+)
+from lib.networks.arch_code import load_arch_code
+from lib.networks.factory import file_checksum, load_network
+
+logger = logging.getLogger(__name__)
+
+
+def export_model(
+    weights: str,
+    fmt: str = "torchscript",
+    arch_file: str | None = None,
+    channel_mul: float = 0.25,
+    precision: str = "fp16",
+    roi_size=(96, 96, 96),
+    batch_range=(1, 8),
+    opt_batch: int = 4,
+    output: str | None = None,
+    device: str | None = None,
+    verify: bool = True,
+) -> str:
+    """Write the export and return its path. Default path: the server's engine cache (``<weights dir>/engines``),
+    so a running server with the same settings picks the file up instead of building it again."""
+    fmt = fmt.lower()
+    if fmt not in ("torchscript", "tensorrt"):
+        raise ValueError("format must be torchscript or tensorrt")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    arch = load_arch_code(arch_file) if arch_file and os.path.exists(arch_file) else None
+    net, _ = load_network(weights, arch, channel_mul)
+    net = net.to(device).eval()
+    opts = BackendOptions(roi_size=tuple(roi_size), sw_batch_size=opt_batch, batch_range=tuple(batch_range),
+                          trt_precision=precision)
+    precision = "fp32" if fmt == "torchscript" else normalise_precision(precision)
+    path = output or cached_engine_path(weights, file_checksum(weights), fmt, precision, opts, device)
+    if fmt == "torchscript":
+        model = trace_model(net, device, roi_size)
+    else:
+        if not str(device).startswith("cuda"):
+            raise BackendUnavailable("TensorRT export needs a CUDA device")
+        model = build_tensorrt(net, device, precision, roi_size, batch_range, opt_batch)
+    _atomic_jit_save(model, path)
+    if output is None:
+        prune_engines(os.path.dirname(path), weights, fmt, precision, path)
+    if verify:
+        x = torch.rand((min(2, int(batch_range[1])), 1, *roi_size), device=device)
+        loaded = torch.jit.load(path, map_location=device).eval()
+        with torch.no_grad():
+            ref, out = net(x).float(), loaded(x).float()
+        err = float((ref - out).abs().max())
+        tol = 1e-3 if precision == "fp32" else 5e-2 * float(ref.abs().max())
+        logger.info(f"verify {os.path.basename(path)}: max |eager - export| = {err:.3g} (tolerance {tol:.3g})")
+        if err > tol:
+            raise RuntimeError(f"exported model differs from the eager network: max abs error {err:.3g} > {tol:.3g}")
+    return path

@@ -1,0 +1,203 @@
+"""Inference backends (issue 4): names, fallbacks, compile/TorchScript agreement with eager, engine cache keys.
+
+Everything runs on the CPU with a minimal DiNTS (1 block, 2 depths, channel_mul 0.125) and 32^3 windows."""
+
+from __future__ import annotations
+
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from lib.configs.profiles import get_profile
+from lib.errors import InputError
+from lib.inference import backends as B
+from lib.inference.static_dints import StaticDiNTS
+from lib.infers.dints_pancreas import DiNTSPancreasInfer
+from lib.networks.arch_code import ArchCode
+from lib.networks.compact_arch import compact_cpu_arch
+from lib.networks.factory import build_dints, file_checksum, save_checkpoint
+
+ROI = (32, 32, 32)
+
+
+def tiny_arch() -> ArchCode:
+    return ArchCode(
+        node_a=np.ones((2, 2), dtype=np.int64),
+        arch_code_a=np.ones((1, 4), dtype=np.int64),
+        arch_code_c=np.array([[1, 0, 2, 0]], dtype=np.int64),
+    ).validate()
+
+
+def tiny_checkpoint(path, seed: int = 0, arch: ArchCode | None = None) -> str:
+    torch.manual_seed(seed)
+    arch = arch or tiny_arch()
+    net = build_dints(arch, 0.125)
+    # a larger final bias spread so the random net's argmax is not a coin toss everywhere
+    with torch.no_grad():
+        net.stem_finals[-1].bias.copy_(torch.tensor([0.0, -0.05, -0.1]))
+    save_checkpoint(net, arch, path, meta={"channel_mul": 0.125})
+    return str(path)
+
+
+def tiny_ct(path, shape=(64, 60, 20), spacing=(3.0, 3.0, 6.0), seed: int = 0) -> str:
+    rng = np.random.RandomState(seed)
+    img = np.full(shape, -1000, np.int16)
+    x, y, z = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    body = ((x - shape[0] / 2) / (shape[0] * 0.42)) ** 2 + ((y - shape[1] / 2) / (shape[1] * 0.38)) ** 2 < 1
+    img[np.broadcast_to(body, shape)] = -80
+    organ = ((x - 30) / 8.0) ** 2 + ((y - 28) / 6.0) ** 2 + ((z - 10) / 4.0) ** 2 < 1
+    img[organ] = 60
+    img = (img + rng.normal(0, 15, shape)).astype(np.int16)
+    nib.save(nib.Nifti1Image(img, np.diag([*spacing, 1.0])), str(path))
+    return str(path)
+
+
+def tiny_task(weights, **kwargs) -> DiNTSPancreasInfer:
+    profile = get_profile("cpu").with_overrides(channel_mul=0.125, roi_size=ROI, spacing=(4.0, 4.0, 4.0), sw_batch_size=2)
+    return DiNTSPancreasInfer([str(weights)], "", profile, **kwargs)
+
+
+def infer(task, image, **req):
+    label, result = task({"image": str(image), "result_write_to_file": False, **req})
+    return np.asarray(label), result
+
+
+@pytest.fixture(scope="module")
+def files(module_tmp):
+    return tiny_checkpoint(module_tmp / "w.pt"), tiny_ct(module_tmp / "ct.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def torch_label(files):
+    weights, image = files
+    label, result = infer(tiny_task(weights, backend="torch"), image, fast_path=False)
+    assert result["inference"]["backend"] == "torch"
+    assert len(np.unique(label)) > 1, "the test network should produce more than one class"
+    return label
+
+
+def test_backend_names_accepted(tmp_path):
+    from lib.configs.dints_pancreas import DiNTSPancreasConfig
+
+    for name in B.BACKENDS:
+        assert B.normalise_backend(name) == name
+        assert B.normalise_backend(name.upper()) == name
+        config = DiNTSPancreasConfig()
+        config.init("dints_pancreas", str(tmp_path), {"profile": "cpu", "backend": name}, None)
+        task = config.infer()["dints_pancreas"]
+        assert task.backend == name and task.info()["backend"] == name
+    assert B.normalise_backend("trt") == "tensorrt" and B.normalise_backend("jit") == "torchscript"
+    with pytest.raises(ValueError, match="unknown backend"):
+        B.normalise_backend("onnx")
+    assert B.resolve_backend("auto", "cpu") == "torch"  # the CPU path
+
+
+def test_unknown_backend_in_request_is_a_400(files):
+    weights, image = files
+    with pytest.raises(InputError) as err:
+        infer(tiny_task(weights), image, backend="bogus")
+    assert err.value.status_code == 400 if hasattr(err.value, "status_code") else True
+
+
+def test_static_dints_is_identical_to_dints():
+    torch.manual_seed(1)
+    for arch in (tiny_arch(), compact_cpu_arch()):
+        net = build_dints(arch, 0.125).eval()
+        x = torch.rand(2, 1, *ROI)
+        with torch.no_grad():
+            assert torch.equal(net(x), StaticDiNTS(net).eval()(x))
+
+
+def test_tensorrt_without_cuda_falls_back_to_torch(files, torch_label, caplog):
+    weights, image = files
+    task = tiny_task(weights, backend="tensorrt")
+    with caplog.at_level(logging.WARNING, logger="lib.inference.backends"):
+        label, result = infer(task, image, fast_path=False)
+    lines = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
+    assert len(lines) == 1 and "tensorrt" in lines[0] and ("CUDA" in lines[0] or "torch-tensorrt" in lines[0]), lines
+    assert result["inference"]["backend"] == "torch" and result["inference"]["requested"] == "tensorrt"
+    assert "CUDA" in result["inference"]["fallback_reason"] or "torch-tensorrt" in result["inference"]["fallback_reason"]
+    np.testing.assert_array_equal(label, torch_label)
+
+
+def test_amp_on_cpu_falls_back_to_torch(files, torch_label):
+    weights, image = files
+    label, result = infer(tiny_task(weights, backend="amp"), image, fast_path=False)
+    assert result["inference"]["backend"] == "torch" and "CUDA" in result["inference"]["fallback_reason"]
+    np.testing.assert_array_equal(label, torch_label)
+
+
+def test_compile_gives_the_same_label_as_torch(files, torch_label):
+    weights, image = files
+    task = tiny_task(weights, backend="compile")
+    label, result = infer(task, image, fast_path=False)
+    assert result["inference"]["backend"] == "compile", result["inference"]
+    assert (label == torch_label).mean() > 0.999
+    # compiled once: the second request reuses it
+    prepared = task.get_model("cpu", "compile")
+    assert task.get_model("cpu", "compile") is prepared
+    label2, _ = infer(task, image, fast_path=False)
+    np.testing.assert_array_equal(label2, label)
+
+
+def test_torchscript_export_loads_and_matches_eager(files, torch_label, tmp_path):
+    import shutil
+
+    from lib.inference.export import export_model
+
+    weights = shutil.copy(files[0], tmp_path / "w.pt")
+    path = export_model(weights, "torchscript", channel_mul=0.125, roi_size=ROI, batch_range=(1, 8), opt_batch=2, device="cpu")
+    assert path.startswith(str(tmp_path / "engines")) and path.endswith(".ts")
+    loaded = torch.jit.load(path)
+    x = torch.rand(3, 1, *ROI)
+    net = tiny_task(weights)._get_network("cpu", None)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), rtol=1e-4, atol=1e-5)
+    # the server finds the exported file in the engine cache instead of tracing again
+    label, result = infer(tiny_task(weights, backend="torchscript"), files[1], fast_path=False)
+    assert result["inference"]["backend"] == "torchscript" and result["inference"]["engine_file"] == path.split("/")[-1]
+    np.testing.assert_array_equal(label, torch_label)
+
+
+def test_engine_cache_key_changes_with_weights_precision_batch_and_versions(tmp_path):
+    w = tiny_checkpoint(tmp_path / "model.pt", seed=0)
+    versions = {"torch": "2.13.0", "torch_tensorrt": "2.13.0"}
+    base = dict(backend="tensorrt", precision="fp16", batch_range=(1, 8), roi_size=(96, 96, 96), device="H100", versions=versions)
+    k0 = B.engine_key(file_checksum(w), **base)
+    assert B.engine_key(file_checksum(w), **base) == k0  # stable
+    tiny_checkpoint(w, seed=1)  # training publishes new weights under the same name
+    assert B.engine_key(file_checksum(w), **base) != k0
+    for change in ({"precision": "fp32"}, {"batch_range": (1, 4)}, {"versions": {**versions, "torch_tensorrt": "2.14.0"}},
+                   {"roi_size": (128, 128, 128)}, {"device": "A100"}):
+        assert B.engine_key("abc", **{**base, **change}) != B.engine_key("abc", **base), change
+    # the cache path follows the key, and stale engines of the same weights are pruned
+    opts = B.BackendOptions(roi_size=(96, 96, 96))
+    old = B.cached_engine_path(w, "aaaa", "torchscript", "fp32", opts, "cpu")
+    new = B.cached_engine_path(w, "bbbb", "torchscript", "fp32", opts, "cpu")
+    assert old != new and old.startswith(str(tmp_path / "engines"))
+    (tmp_path / "engines").mkdir()
+    open(old, "w").close()
+    open(new, "w").close()
+    B.prune_engines(str(tmp_path / "engines"), w, "torchscript", "fp32", keep=new)
+    assert not (tmp_path / "engines" / old.split("/")[-1]).exists() and (tmp_path / "engines" / new.split("/")[-1]).exists()
+
+
+def test_new_weights_rebuild_the_backend(tmp_path):
+    w = tiny_checkpoint(tmp_path / "w.pt", seed=0)
+    image = tiny_ct(tmp_path / "ct.nii.gz")
+    task = tiny_task(w, backend="torchscript")
+    infer(task, image, fast_path=False)
+    first = task.get_model("cpu", "torchscript")
+    import os
+    import time
+
+    time.sleep(0.01)
+    tiny_checkpoint(w, seed=3)
+    os.utime(w, None)
+    infer(task, image, fast_path=False)
+    second = task.get_model("cpu", "torchscript")
+    assert second is not first and second.engine_file != first.engine_file
+    assert len(list((tmp_path / "engines").glob("w.torchscript.*.ts"))) == 1  # the stale one was removed
