@@ -139,7 +139,7 @@ def _search(rank, world_size, cfg, device, progress):
 
     for epoch in range(epochs):
         t0 = time.time()
-        lr = lr0 * lr_decay(epoch, epochs, warmup)
+        lr = lr0 * lr_decay(epoch, epochs, warmup, cfg["lr_milestones"])
         for g in optimizer.param_groups:
             g["lr"] = lr
         net.train()
@@ -173,7 +173,7 @@ def _search(rank, world_size, cfg, device, progress):
             terms = arch_loss_terms(space, inputs.shape, cfg["ram_cost_factor"])
             with common.autocast(device, amp):
                 seg_loss = loss_fn(net(inputs_a), labels_a)
-            reg = terms["entropy_a"] + terms["entropy_c"] + terms["ram_cost"] + 0.001 * terms["topology"]
+            reg = terms["entropy_a"] + terms["entropy_c"] + terms["ram_cost"] + cfg["topology_weight"] * terms["topology"]
             loss_a = seg_loss + combination * reg
             step(loss_a, [opt_a, opt_c], arch_params)
             a_losses.append(float(loss_a.detach()))
