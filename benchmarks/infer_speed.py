@@ -1,0 +1,341 @@
+#!/usr/bin/env python
+"""Inference speed, memory and accuracy: the model-zoo bundle's pipeline vs ours, side by side.
+
+    python benchmarks/infer_speed.py --quick      # real CT + one phantom, a few minutes on 2 cores
+    python benchmarks/infer_speed.py              # real CT + realistic-size phantoms (512x512 in-plane)
+
+(a) ``bundle``: a faithful re-implementation of ``pancreas_ct_dints_segmentation``'s ``inference.json``:
+    LoadImaged -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(model spacing, bilinear) ->
+    ScaleIntensityRanged(-87..199 -> 0..1, clip) -> SlidingWindowInferer(roi 96^3, sw_batch 4, overlap 0.625,
+    constant blending) -> softmax -> Invertd(nearest_interp=False) -> argmax -> SaveImaged (.nii.gz).
+(b) ``ours``: the ``dints_pancreas`` infer task as the server runs it (``--conf`` defaults: backend auto,
+    coarse-to-fine fast path), writing its .nii.gz.
+
+Both use the same weights (default: the shipped cpu-profile weights) and the same volumes. Every
+(pipeline, volume) runs in a fresh subprocess so that its peak RSS (``ru_maxrss``) is its own; wall time is
+the pipeline from the file path to the written label (process start-up and the network load are excluded,
+as in a running server). Printed per volume and in total: time and ratio, peak RSS and ratio, Dice of each
+against the phantom's ground truth, and the Dice agreement between the two outputs. On a CUDA machine it
+also prints the model-computation table (ms per 96^3 batch) in the bundle README's layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+SHARED = os.environ.get("DINTS_LABEL_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+REAL_CT = os.path.join(SHARED, "data", "real-ct", "example_ct.nii.gz")
+REAL_CT_REF = os.path.join(SHARED, "data", "real-ct", "example_ct_pancreas_reference.nii.gz")
+
+
+# ---- the two pipelines (run in a child process) -----------------------------------------------------------
+def load_net(weights, arch_file, channel_mul):
+    from lib.networks.arch_code import load_arch_code
+    from lib.networks.factory import load_network
+
+    arch = load_arch_code(arch_file) if arch_file and os.path.exists(arch_file) else None
+    net, _ = load_network(weights, arch, channel_mul)
+    return net.eval()
+
+
+def run_bundle(image, out, weights, arch_file, profile):
+    """The bundle's inference.json, transform by transform (monai 1.6 API)."""
+    import torch
+    from monai.inferers import SlidingWindowInferer
+    from monai.transforms import (
+        Activationsd,
+        AsDiscreted,
+        Compose,
+        EnsureChannelFirstd,
+        EnsureTyped,
+        Invertd,
+        LoadImaged,
+        Orientationd,
+        SaveImaged,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
+
+    net = load_net(weights, arch_file, profile.channel_mul)
+    start = time.time()
+    pre = Compose([
+        LoadImaged(keys="image"),
+        EnsureChannelFirstd(keys="image"),
+        Orientationd(keys="image", axcodes="RAS"),
+        Spacingd(keys="image", pixdim=profile.spacing, mode="bilinear"),
+        ScaleIntensityRanged(keys="image", a_min=-87, a_max=199, b_min=0.0, b_max=1.0, clip=True),
+        EnsureTyped(keys="image"),
+    ])
+    data = pre({"image": image})
+    inferer = SlidingWindowInferer(roi_size=(96, 96, 96), sw_batch_size=4, overlap=0.625, mode="constant")
+    with torch.no_grad():
+        data["pred"] = inferer(data["image"][None], net)[0]
+    out_dir = os.path.dirname(out)
+    post = Compose([
+        Activationsd(keys="pred", softmax=True),
+        Invertd(keys="pred", transform=pre, orig_keys="image", meta_keys="pred_meta_dict", nearest_interp=False, to_tensor=True),
+        AsDiscreted(keys="pred", argmax=True),
+        SaveImaged(keys="pred", meta_keys="pred_meta_dict", output_dir=out_dir, output_postfix="seg", resample=False,
+                   separate_folder=False, output_dtype="uint8", print_log=False),
+    ])
+    data = post(data)
+    seconds = time.time() - start
+    written = [f for f in os.listdir(out_dir) if f.endswith("_seg.nii.gz")]
+    os.replace(os.path.join(out_dir, written[0]), out)
+    return seconds, {}
+
+
+def run_ours(image, out, weights, arch_file, profile, conf=None):
+    import shutil
+
+    from lib.infers.dints_pancreas import DiNTSPancreasInfer
+    from lib.inference.backends import BackendOptions
+    from lib.inference.fast_path import FastPathOptions
+
+    conf = dict(conf or {})
+    task = DiNTSPancreasInfer(
+        [weights], arch_file, profile, backend=conf.get("backend", "auto"),
+        backend_options=BackendOptions(roi_size=tuple(profile.roi_size), sw_batch_size=profile.sw_batch_size),
+        fast_path=FastPathOptions(enabled=conf.get("fast_path", "true") == "true"),
+    )
+    task._get_network("cpu", None)  # the server keeps the network loaded between requests
+    start = time.time()
+    path, result = task({"image": image, "result_extension": ".nii.gz", "device": "cpu"})
+    seconds = time.time() - start
+    shutil.move(path, out)
+    return seconds, result.get("inference", {})
+
+
+def child_main(args) -> int:
+    import logging
+
+    logging.disable(logging.WARNING)
+    import torch
+
+    from lib.configs.profiles import get_profile
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    profile = get_profile(args.profile)
+    fn = run_bundle if args.child == "bundle" else run_ours
+    seconds, info = fn(args.image, args.out, args.weights, args.arch_file, profile)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("RESULT " + json.dumps({"seconds": seconds, "peak_rss": peak, "info": info}))
+    return 0
+
+
+# ---- volumes ----------------------------------------------------------------------------------------------
+def make_volumes(tmp, quick: bool, n_phantoms: int | None):
+    """[(name, image path, label path or None, description)]"""
+    import nibabel as nib
+    import numpy as np
+
+    vols = []
+    if os.path.exists(REAL_CT):
+        img = nib.load(REAL_CT)
+        vols.append(("real-ct", REAL_CT, REAL_CT_REF if os.path.exists(REAL_CT_REF) else None,
+                     f"{'x'.join(map(str, img.shape))} @ {np.round(img.header.get_zooms()[:3], 2).tolist()} mm (reference: another model's mask)"))
+    else:
+        print(f"[skip] real CT absent: {REAL_CT}")
+    try:
+        from lib.data.phantom import make_phantom, save_phantom
+    except ImportError as exc:
+        print(f"[skip] phantoms: lib.data.phantom not importable ({exc})")
+        return vols
+    n = n_phantoms if n_phantoms is not None else (1 if quick else 3)
+    for i in range(n):
+        seed = 9001 + i
+        preset = "realistic"
+        overrides = {}
+        ph = make_phantom(seed, preset=preset, **overrides)
+        ip, lp = os.path.join(tmp, f"phantom{seed}.nii.gz"), os.path.join(tmp, f"phantom{seed}_label.nii.gz")
+        save_phantom(ph, ip, lp)
+        zooms = np.sqrt((np.asarray(ph.affine)[:3, :3] ** 2).sum(0))
+        vols.append((f"phantom-{seed}", ip, lp, f"{'x'.join(map(str, ph.image.shape))} @ {np.round(zooms, 2).tolist()} mm"))
+    return vols
+
+
+# ---- parent -----------------------------------------------------------------------------------------------
+def run_child(kind, image, out, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--image", image, "--out", out,
+           "--weights", args.weights, "--arch_file", args.arch_file, "--profile", args.profile]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{kind} failed on {image}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def dice_fg(a, b, value=None):
+    import numpy as np
+
+    pa, pb = (a > 0, b > 0) if value is None else (a == value, b == value)
+    denom = pa.sum() + pb.sum()
+    return float("nan") if denom == 0 else 2.0 * np.logical_and(pa, pb).sum() / denom
+
+
+def gpu_table(args):
+    """Model computation per 96^3 batch (sw_batch 4) on CUDA: torch fp32, AMP, compile+AMP, TensorRT fp32/fp16."""
+    import torch
+
+    from lib.inference.backends import BackendOptions, prepare
+
+    net = load_net(args.weights, args.arch_file, args.channel_mul).cuda()
+    x = torch.rand(4, 1, 96, 96, 96, device="cuda")
+    rows = []
+    for label, backend, prec in (("torch fp32", "torch", "fp32"), ("AMP", "amp", "fp16"), ("compile + AMP", "compile", "fp16"),
+                                 ("TensorRT fp32", "tensorrt", "fp32"), ("TensorRT fp16", "tensorrt", "fp16")):
+        p = prepare(net, backend, "cuda", BackendOptions(sw_batch_size=4, trt_precision=prec), args.weights, None)
+        if p.backend != backend:
+            rows.append((label, None, p.fallback_reason))
+            continue
+        with torch.no_grad():
+            for _ in range(3):
+                p.forward(x)
+            torch.cuda.synchronize()
+            t = time.time()
+            for _ in range(10):
+                p.forward(x)
+            torch.cuda.synchronize()
+        rows.append((label, (time.time() - t) / 10 * 1000, None))
+    base = rows[0][1]
+    print("\n| method | model computation (ms per 4x96^3 batch) | speed-up |\n|---|---|---|")
+    for label, ms, why in rows:
+        print(f"| {label} | {'n/a (' + why + ')' if ms is None else f'{ms:.1f}'} | {'' if ms is None else f'{base / ms:.2f}x'} |")
+
+
+def main(argv=None) -> int:
+    from lib.configs.profiles import get_profile
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="real CT + one realistic phantom")
+    p.add_argument("--phantoms", type=int, default=None, help="number of realistic phantoms (default 1 quick, 3 full)")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--arch_file", default=None)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--child", choices=["bundle", "ours"], help=argparse.SUPPRESS)
+    p.add_argument("--image", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    profile = get_profile(args.profile)
+    args.weights = args.weights or os.path.join(ROOT, "model", profile.pretrained_file)
+    args.arch_file = args.arch_file or os.path.join(ROOT, "model", profile.arch_file)
+    args.channel_mul = profile.channel_mul
+    if args.child:
+        return child_main(args)
+
+    import platform
+
+    import nibabel as nib
+    import numpy as np
+    import psutil
+    import torch
+
+    from lib.networks.factory import file_checksum
+
+    print(f"machine: {platform.processor() or platform.machine()}, {psutil.cpu_count(logical=True)} CPUs, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, torch {torch.__version__}, "
+          f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+    print(f"weights: {os.path.relpath(args.weights, ROOT)} ({file_checksum(args.weights)}), profile {profile.name} "
+          f"(spacing {profile.spacing} mm, roi {profile.roi_size})")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="infer_speed_") as tmp:
+        vols = make_volumes(tmp, args.quick, args.phantoms)
+        for name, image, label, desc in vols:
+            res = {}
+            labels = {}
+            for kind in ("bundle", "ours"):
+                out_dir = os.path.join(tmp, f"{kind}_{name}")
+                os.makedirs(out_dir)
+                out = os.path.join(out_dir, "label.nii.gz")
+                r = run_child(kind, image, out, args)
+                labels[kind] = np.asarray(nib.load(out).dataobj).astype(np.uint8)
+                res[kind] = r
+            truth = np.asarray(nib.load(label).dataobj).astype(np.uint8) if label else None
+            row = {"volume": name, "desc": desc, "shape": list(labels["ours"].shape)}
+            for kind in ("bundle", "ours"):
+                row[f"{kind}_s"] = res[kind]["seconds"]
+                row[f"{kind}_rss"] = res[kind]["peak_rss"]
+                if truth is not None:
+                    if name == "real-ct":  # a pancreas-only reference mask
+                        row[f"{kind}_dice_pancreas"] = dice_fg(labels[kind], truth)
+                    else:
+                        row[f"{kind}_dice_pancreas"] = dice_fg(labels[kind], truth, 1)
+                        row[f"{kind}_dice_tumor"] = dice_fg(labels[kind], truth, 2)
+            row["agree_fg"] = dice_fg(labels["bundle"], labels["ours"])
+            row["agree_pancreas"] = dice_fg(labels["bundle"], labels["ours"], 1)
+            row["ours_info"] = res["ours"]["info"]
+            rows.append(row)
+            print_row(row)
+    print_summary(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1, default=str)
+    if torch.cuda.is_available():
+        gpu_table(args)
+    else:
+        print("\n(no CUDA device: the GPU model-computation table is not measured on this machine)")
+    return 0
+
+
+def _f(v, fmt="{:.3f}"):
+    import math
+
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+
+def print_row(r):
+    gib = 2**30
+    print(f"\n== {r['volume']}: {r['desc']}")
+    print(f"   time      bundle {r['bundle_s']:7.1f} s   ours {r['ours_s']:6.1f} s   speed-up {r['bundle_s'] / r['ours_s']:.1f}x")
+    print(f"   peak RSS  bundle {r['bundle_rss'] / gib:7.2f} GiB ours {r['ours_rss'] / gib:6.2f} GiB ratio (ours/bundle) {r['ours_rss'] / r['bundle_rss']:.2f}")
+    if "bundle_dice_pancreas" in r:
+        print(f"   Dice vs truth pancreas  bundle {_f(r['bundle_dice_pancreas'])}  ours {_f(r['ours_dice_pancreas'])}"
+              + (f"   tumour bundle {_f(r['bundle_dice_tumor'])} ours {_f(r['ours_dice_tumor'])}" if "bundle_dice_tumor" in r else ""))
+    print(f"   agreement bundle vs ours: Dice foreground {_f(r['agree_fg'])}  pancreas {_f(r['agree_pancreas'])}")
+    info = r.get("ours_info") or {}
+    if info:
+        print(f"   ours: backend {info.get('backend')}, {info.get('mode')} path, windows coarse {info.get('coarse_windows')} + fine {info.get('fine_windows')}")
+
+
+def print_summary(rows):
+    import numpy as np
+
+    if not rows:
+        print("no volumes")
+        return
+    gib = 2**30
+    tb, to = sum(r["bundle_s"] for r in rows), sum(r["ours_s"] for r in rows)
+    rb, ro = max(r["bundle_rss"] for r in rows), max(r["ours_rss"] for r in rows)
+    print("\n| volume | bundle s | ours s | speed-up | bundle peak GiB | ours peak GiB | Dice panc. bundle | Dice panc. ours | agreement (fg Dice) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['volume']} ({r['desc'].split(' (')[0]}) | {r['bundle_s']:.1f} | {r['ours_s']:.1f} | {r['bundle_s'] / r['ours_s']:.1f}x | "
+              f"{r['bundle_rss'] / gib:.2f} | {r['ours_rss'] / gib:.2f} | {_f(r.get('bundle_dice_pancreas'))} | "
+              f"{_f(r.get('ours_dice_pancreas'))} | {_f(r['agree_fg'])} |")
+    ph = [r for r in rows if r["volume"].startswith("phantom")]
+    db = np.nanmean([r["bundle_dice_pancreas"] for r in ph]) if ph else float("nan")
+    do = np.nanmean([r["ours_dice_pancreas"] for r in ph]) if ph else float("nan")
+    print(f"| **total** | {tb:.1f} | {to:.1f} | **{tb / to:.1f}x** | {rb / gib:.2f} (max) | {ro / gib:.2f} (max) | "
+          f"{_f(float(db))} (phantoms) | {_f(float(do))} (phantoms) | |")
+    print(f"\nTOTAL: speed-up {tb / to:.2f}x end-to-end; peak RSS ratio ours/bundle {ro / rb:.2f}; "
+          f"phantom pancreas Dice bundle {_f(float(db))} vs ours {_f(float(do))}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
