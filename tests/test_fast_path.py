@@ -1,0 +1,135 @@
+"""CPU fast path (issue 4): the coarse-to-fine label agrees with the full sliding window, and the cropped
+restore is the full restore restricted to the region."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lib.inference.fast_path import FastPathOptions, fast_pass, full_pass, restore_label
+from lib.transforms.restore import resample_argmax
+
+ROI = (32, 32, 32)
+
+
+def dice(a, b) -> float:
+    a, b = a > 0, b > 0
+    return 2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
+
+
+class BlobDetector(nn.Module):
+    """A stand-in segmentation network with local context (5^3 smoothing): organ-like intensity -> class 1,
+    brighter -> class 2. Enough to exercise localisation, cropping, blending and restore."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AvgPool3d(5, stride=1, padding=2, count_include_pad=False)
+
+    def forward(self, x):
+        s = self.pool(x)
+        organ = 1.0 - 12.0 * (s - 0.5).abs()
+        bright = 1.0 - 12.0 * (s - 0.8).abs()
+        return torch.cat([torch.full_like(s, 0.2), organ, bright], 1)
+
+
+def synthetic_grid(shape=(110, 90, 100), seed=0) -> torch.Tensor:
+    """A scaled (0..1) model-grid image: body ellipse of fat-like 0.02, an organ at 0.5, a lesion at 0.8."""
+    rng = np.random.RandomState(seed)
+    x, y, z = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    img = np.zeros(shape, np.float32)
+    body = ((x - 55) / 50.0) ** 2 + ((y - 45) / 38.0) ** 2 < 1
+    img[np.broadcast_to(body, shape)] = 0.02
+    organ = ((x - 70) / 14.0) ** 2 + ((y - 40) / 7.0) ** 2 + ((z - 60) / 9.0) ** 2 < 1
+    img[organ] = 0.5
+    lesion = ((x - 74) / 4.0) ** 2 + ((y - 40) / 4.0) ** 2 + ((z - 60) / 4.0) ** 2 < 1
+    img[lesion] = 0.8
+    img += rng.normal(0, 0.02, shape).astype(np.float32)
+    return torch.from_numpy(np.clip(img, 0, 1))[None]
+
+
+def test_fast_restore_matches_full_restore():
+    rng = np.random.RandomState(0)
+    full = torch.zeros(3, 30, 26, 22)
+    full[0] = 1.0
+    lo, hi = np.array([6, 4, 5]), np.array([24, 20, 18])
+    inner = torch.from_numpy(rng.rand(3, *(hi - lo - 4)).astype(np.float32))
+    full[:, lo[0] + 2 : hi[0] - 2, lo[1] + 2 : hi[1] - 2, lo[2] + 2 : hi[2] - 2] = inner * 2
+    model_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    model_affine[:3, 3] = [-30, -20, 10]
+    # an oblique, anisotropic, LPS-like input grid
+    theta = 0.3
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    input_affine = np.eye(4)
+    input_affine[:3, :3] = rot @ np.diag([-0.8, -0.9, 3.0])
+    input_affine[:3, 3] = [10, 25, 12]
+    shape = (70, 60, 16)
+    ref = resample_argmax(full, model_affine, input_affine, shape)
+    crop = full[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].clone()
+    out = restore_label(crop, tuple(lo), model_affine, input_affine, shape)
+    assert out.dtype == np.uint8 and out.shape == shape
+    assert (ref > 0).sum() > 50
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_fast_path_agrees_with_full_sliding_window():
+    image = synthetic_grid()
+    net = BlobDetector().eval()
+    full = full_pass(image, net, ROI, 2, 0.25)
+    fast = fast_pass(image, net, ROI, 2, 0.25, spacing=(2.0, 2.0, 2.0), opts=FastPathOptions(margin_mm=16))
+    assert fast.stats["mode"] == "fast" and fast.stats["fine_windows"] > 0
+    assert fast.stats["coarse_windows"] + fast.stats["fine_windows"] < full.stats["windows"]
+    full_label = full.scores.argmax(0).numpy()
+    fast_label = np.zeros(full_label.shape, np.int64)
+    o = fast.offset
+    s = fast.scores.shape[1:]
+    fast_label[o[0] : o[0] + s[0], o[1] : o[1] + s[1], o[2] : o[2] + s[2]] = fast.scores.argmax(0).numpy()
+    assert (full_label > 0).sum() > 1000
+    assert dice(fast_label, full_label) >= 0.98
+    for c in (1, 2):
+        assert dice(fast_label == c, full_label == c) >= 0.98
+
+
+def test_fast_path_nothing_found_is_background():
+    image = torch.zeros(1, 60, 60, 60)
+    image[:, 10:50, 10:50, 10:50] = 0.02  # body, no organ
+    fast = fast_pass(image, BlobDetector().eval(), ROI, 2, 0.25, spacing=(2.0, 2.0, 2.0))
+    assert fast.stats["fine_windows"] == 0 and int((fast.scores.argmax(0) > 0).sum()) == 0
+
+
+# ---- with the shipped weights, on generated phantoms -------------------------------------------------------
+def _shipped_task_or_skip(fast: bool):
+    from conftest import MODEL_DIR
+
+    from lib.configs.profiles import get_profile
+    from lib.inference.fast_path import FastPathOptions as F
+    from lib.infers.dints_pancreas import DiNTSPancreasInfer
+
+    profile = get_profile("cpu")
+    weights = MODEL_DIR / profile.pretrained_file
+    if not weights.exists():
+        pytest.skip(f"shipped weights absent: {weights}")
+    return DiNTSPancreasInfer([str(weights)], str(MODEL_DIR / profile.arch_file), profile, backend="torch",
+                              fast_path=F(enabled=fast))
+
+
+@pytest.mark.parametrize("seed", [4242, 4243])
+def test_fast_path_agrees_with_full_window_on_phantoms(seed, tmp_path):
+    phantom = pytest.importorskip("lib.data.phantom", reason="phantom generator (lib/data/phantom.py) not available")
+    ph = phantom.make_phantom(seed, preset="sample")
+    image, label = tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz"
+    phantom.save_phantom(ph, str(image), str(label))
+    full_task = _shipped_task_or_skip(fast=False)
+    full, _ = full_task({"image": str(image), "result_write_to_file": False})
+    full = np.asarray(full)
+    truth = np.asarray(ph.label)
+    if (truth == 1).any() and dice(full == 1, truth == 1) < 0.3:
+        pytest.skip("the shipped weights do not segment phantoms (untrained placeholder): fast path not measurable")
+    fast, result = _shipped_task_or_skip(fast=True)({"image": str(image), "result_write_to_file": False})
+    fast = np.asarray(fast)
+    assert result["inference"]["mode"] == "fast"
+    assert fast.shape == full.shape
+    assert dice(fast, full) >= 0.98, (dice(fast, full), result["inference"])
+    if (full == 1).sum() > 100:
+        assert dice(fast == 1, full == 1) >= 0.98
