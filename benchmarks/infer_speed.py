@@ -136,7 +136,26 @@ def child_main(args) -> int:
 
 
 # ---- volumes ----------------------------------------------------------------------------------------------
-def make_volumes(tmp, quick: bool, n_phantoms: int | None):
+def synthetic_large(tmp, shape=(512, 512, 300), spacing=(0.8, 0.8, 2.5)):
+    """A 512x512x300 CT-sized volume (body, fat, soft tissue, an organ; no ground truth) for the memory figure."""
+    import nibabel as nib
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    x, y = np.ogrid[: shape[0], : shape[1]]
+    body = ((x - 256) / 220.0) ** 2 + ((y - 256) / 170.0) ** 2 < 1
+    inner = ((x - 256) / 195.0) ** 2 + ((y - 256) / 145.0) ** 2 < 1
+    img = np.full(shape, -1000, np.int16)
+    img[body] = -100
+    img[inner] = 40
+    img[200:260, 230:260, 120:160] = 100
+    img += rng.normal(0, 10, (shape[0], shape[1], 1)).astype(np.int16)
+    path = os.path.join(tmp, "synthetic512.nii.gz")
+    nib.save(nib.Nifti1Image(img, np.diag([*spacing, 1.0])), path)
+    return ("synthetic-512", path, None, f"{'x'.join(map(str, shape))} @ {list(spacing)} mm (no ground truth; memory figure)")
+
+
+def make_volumes(tmp, quick: bool, n_phantoms: int | None, size_test: bool = False):
     """[(name, image path, label path or None, description)]"""
     import nibabel as nib
     import numpy as np
@@ -148,6 +167,8 @@ def make_volumes(tmp, quick: bool, n_phantoms: int | None):
                      f"{'x'.join(map(str, img.shape))} @ {np.round(img.header.get_zooms()[:3], 2).tolist()} mm (reference: another model's mask)"))
     else:
         print(f"[skip] real CT absent: {REAL_CT}")
+    if size_test:
+        vols.append(synthetic_large(tmp))
     try:
         from lib.data.phantom import make_phantom, save_phantom
     except ImportError as exc:
@@ -227,6 +248,8 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=None)
     p.add_argument("--arch_file", default=None)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--size_test", action="store_true", help="also a synthetic 512x512x300 volume (memory figure)")
+    p.add_argument("--no_real", action="store_true", help="skip the real CT")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--child", choices=["bundle", "ours"], help=argparse.SUPPRESS)
     p.add_argument("--image", help=argparse.SUPPRESS)
@@ -255,7 +278,9 @@ def main(argv=None) -> int:
           f"(spacing {profile.spacing} mm, roi {profile.roi_size})")
     rows = []
     with tempfile.TemporaryDirectory(prefix="infer_speed_") as tmp:
-        vols = make_volumes(tmp, args.quick, args.phantoms)
+        vols = make_volumes(tmp, args.quick, args.phantoms, args.size_test)
+        if args.no_real:
+            vols = [v for v in vols if v[0] != "real-ct"]
         for name, image, label, desc in vols:
             res = {}
             labels = {}
