@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.exception import MONAILabelException  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
+from monailabel.interfaces.tasks.scoring import ScoringMethod  # noqa: E402
+from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 
 from lib.configs.dints_pancreas import DiNTSPancreasConfig  # noqa: E402
 from lib.configs.profiles import LABELS  # noqa: E402
@@ -62,6 +66,7 @@ class DiNTSPancreasApp(MONAILabelApp):
 
     def on_init_complete(self):
         super().on_init_complete()
+        self._start_scoring_watch()
         if getattr(self, "auto_trainer", None) is not None and self.auto_trainer.enabled:
             self.auto_trainer.remember(self.datastore())
 
@@ -73,6 +78,84 @@ class DiNTSPancreasApp(MONAILabelApp):
                 res.update(auto.on_label(self))
             except Exception as exc:  # a failed trigger must not fail the label upload
                 logger.error(f"auto-train trigger failed: {exc}")
+        return res
+
+    # ---- active learning (lib/scoring, lib/activelearning) -------------------------------------------
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        methods = dict(self.task_config.scoring_method())
+        self._uncertainty_scoring = methods.get("dints_uncertainty")
+        return methods
+
+    def init_strategies(self) -> dict[str, Strategy]:
+        return dict(self.task_config.strategy(on_not_ready=lambda: self.async_scoring(None)))
+
+    def _auto_scoring(self) -> bool:
+        from monailabel.utils.others.generic import strtobool
+
+        return strtobool(str(self.conf.get("auto_scoring", "true"))) and bool(getattr(self, "_auto_update_scoring", True))
+
+    def _scoring_busy(self) -> bool:
+        from monailabel.utils.async_tasks.utils import processes, tasks
+
+        return bool(processes("scoring")) or any(t.get("status") in ("SUBMITTED", "RUNNING") for t in tasks("scoring"))
+
+    def async_scoring(self, method, params=None):
+        """Start scoring in the background only when an unlabelled image lacks a score of the current model
+        and no scoring run is already running or queued (MONAI Label would queue one per request)."""
+        scorer = getattr(self, "_uncertainty_scoring", None)
+        if method is None and scorer is not None:
+            if not self._auto_scoring():
+                return {}
+            try:
+                stale = scorer.stale_images(self.datastore())
+            except Exception as exc:
+                logger.warning(f"cannot tell whether scores are current: {exc}")
+                return {}
+            if not stale:
+                return {}
+            if getattr(self, "_server_mode", False) and self._scoring_busy():
+                return {}
+            key = (scorer.checksum(), tuple(stale))
+            if key == getattr(self, "_last_scoring_key", None):
+                return {}  # already launched for exactly this state (a failed run is not retried in a loop)
+            self._last_scoring_key = key
+            logger.info(f"Scoring {len(stale)} unlabelled images in the background (model {key[0]})")
+        return super().async_scoring(method, params)
+
+    def _start_scoring_watch(self) -> None:
+        """Rescore when a new model is published (training writes the weights file; nothing tells the app)."""
+        period = float(self.conf.get("scoring_watch_seconds", 10))
+        if period <= 0 or getattr(self, "_uncertainty_scoring", None) is None or not self._auto_scoring():
+            return
+
+        def watch():
+            while True:
+                time.sleep(period)
+                try:
+                    self.async_scoring(None)
+                except Exception as exc:  # the watcher must never die
+                    logger.warning(f"scoring watch: {exc}")
+
+        threading.Thread(target=watch, name="scoring-watch", daemon=True).start()
+
+    def next_sample(self, request):
+        """Like MONAI Label's, but an empty result carries its reason and errors become clear HTTP answers."""
+        strategy = request.get("strategy") or "random"
+        task = self._strategies.get(strategy)
+        if task is None:
+            raise HTTPException(status_code=404,
+                                detail=f"no strategy '{strategy}': choose one of {sorted(self._strategies)}")
+        try:
+            res = task(request, self.datastore())
+        except HTTPException:
+            raise
+        except Exception as exc:
+            logger.error("Active learning failed:\n" + traceback.format_exc())
+            raise HTTPException(status_code=500, detail=f"active learning failed: {type(exc).__name__}: {exc}") from None
+        if not res:
+            return {"id": None, "message": "no image selected"}
+        if res.get("id"):
+            res["path"] = self.datastore().get_image_uri(res["id"])
         return res
 
     # ---- request checking --------------------------------------------------------------------------

@@ -134,3 +134,49 @@ class DiNTSPancreasConfig(TaskConfig):
         from lib.trainers.tasks import DiNTSSearchTask
 
         return DiNTSSearchTask(model_dir=self.model_dir, profile=self.profile)
+
+    # ---- active learning (issue 5): scoring method and strategies ------------------------------------
+    def scoring_options(self):
+        """TTA options of ``dints_uncertainty`` from ``--conf scoring_*`` (README "Active learning")."""
+        from lib.scoring.tta import TTAOptions
+
+        c, d = self.conf, TTAOptions()
+        return TTAOptions(
+            samples=int(c.get("scoring_samples", d.samples)),
+            max_shift=int(c.get("scoring_max_shift", d.max_shift)),
+            tumor_weight=float(c.get("scoring_tumor_weight", d.tumor_weight)),
+            flips=strtobool(c.get("scoring_flips", "false")),
+        )
+
+    def scoring_method(self):
+        """``dints_uncertainty``: TTA uncertainty per unlabelled image, stored with the model checksum."""
+        from lib.scoring.dints_uncertainty import DiNTSUncertaintyScoring
+
+        spacing = _float_tuple(self.conf.get("scoring_spacing")) or tuple(self.profile.spacing)
+        return {
+            "dints_uncertainty": DiNTSUncertaintyScoring(
+                weights=self.weights,
+                arch_file=self.arch_file,
+                channel_mul=self.profile.channel_mul,
+                spacing=spacing,
+                limits=self.limits,
+                options=self.scoring_options(),
+                threads=int(self.conf.get("scoring_threads", 1)),
+                nice=int(self.conf.get("scoring_nice", 10)),
+            )
+        }
+
+    def strategy(self, on_not_ready=None):
+        """``uncertainty``, ``random`` and ``first``, sharing one reservation window (``al_reserve_seconds``)."""
+        from lib.activelearning.strategies import FirstStrategy, RandomStrategy, Reservations, UncertaintyStrategy
+        from lib.scoring.dints_uncertainty import ChecksumCache, options_hash
+
+        reservations = Reservations(float(self.conf.get("al_reserve_seconds", 3600)))
+        spacing = _float_tuple(self.conf.get("scoring_spacing")) or tuple(self.profile.spacing)
+        return {
+            "uncertainty": UncertaintyStrategy(
+                ChecksumCache(self.weights), reservations, on_not_ready=on_not_ready,
+                opts_hash=options_hash(self.scoring_options(), spacing)),
+            "random": RandomStrategy(reservations),
+            "first": FirstStrategy(reservations),
+        }

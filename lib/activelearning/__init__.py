@@ -1,0 +1,1 @@
+"""Active-learning strategies (next sample to label)."""

@@ -1,0 +1,1 @@
+"""Uncertainty scoring of unlabelled images for active learning."""

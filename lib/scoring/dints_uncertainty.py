@@ -1,0 +1,233 @@
+"""``dints_uncertainty``: the MONAI Label scoring method behind the ``uncertainty`` strategy.
+
+For every unlabelled image (no ``final`` label) it loads the CT exactly as the infer task does (validation,
+RAS, model spacing, HU window -87..199 to 0..1), runs :func:`lib.scoring.tta.score_volume` with the current
+model and stores the result in the datastore's image info under ``dints_uncertainty``::
+
+    {"score": 0.41, "pancreas": 0.38, "tumor": 0.44, "model": "<checksum of the weights file>",
+     "ts": 1700000000, "seconds": 12.3, "samples": 4, "options": "<hash of the TTA options>", ...}
+
+Images already scored with the same model checksum and options are skipped, so repeated runs are cheap;
+``{"force": true}`` rescores everything. MONAI Label runs scoring methods in a background process
+(``POST /scoring/dints_uncertainty``, and by itself after training); that process lowers its priority
+(``nice``) and uses ``scoring_threads`` threads, so ``/infer`` in the server process keeps the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from monai.transforms import Compose, EnsureChannelFirstd, Orientationd, ScaleIntensityRanged
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+
+from lib.configs.profiles import HU_WINDOW
+from lib.networks.factory import file_checksum, load_network
+from lib.scoring.tta import TTAOptions, score_volume
+from lib.transforms.load import InputLimits, LoadCTd
+from lib.transforms.spacing import SafeSpacingd
+
+logger = logging.getLogger(__name__)
+
+INFO_KEY = "dints_uncertainty"
+RAS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def current_weights(weights: Sequence[str]) -> str | None:
+    """MONAI Label's rule: the last existing path of the list (a trained model replaces the shipped one)."""
+    for path in reversed(list(weights)):
+        if path and os.path.exists(path):
+            return path
+    return None
+
+
+class ChecksumCache:
+    """``file_checksum`` of the current weights file, recomputed only when the file changes on disk."""
+
+    def __init__(self, weights: Sequence[str]):
+        self.weights = list(weights)
+        self._key: tuple | None = None
+        self._value: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str | None:
+        path = current_weights(self.weights)
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        key = (path, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key != self._key:
+                self._value, self._key = file_checksum(path), key
+            return self._value
+
+
+def options_hash(opts: TTAOptions, spacing) -> str:
+    blob = json.dumps({**opts.key(), "spacing": [float(s) for s in spacing]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def preprocessing(spacing, limits: InputLimits | None = None, hu_window=HU_WINDOW) -> Compose:
+    return Compose([
+        LoadCTd(keys="image", limits=limits or InputLimits()),
+        EnsureChannelFirstd(keys="image", channel_dim="no_channel"),
+        Orientationd(keys="image", axcodes="RAS", labels=RAS),
+        SafeSpacingd(keys="image", pixdim=tuple(spacing), mode="bilinear"),
+        ScaleIntensityRanged(keys="image", a_min=hu_window[0], a_max=hu_window[1], b_min=0.0, b_max=1.0, clip=True),
+    ])
+
+
+def refresh_datastore(datastore: Datastore) -> None:
+    """Re-read the datastore file if another process (scoring, training) changed it since we last did."""
+    reload = getattr(datastore, "_init_from_datastore_file", None)
+    if callable(reload):
+        try:
+            reload()
+        except Exception as exc:  # never fail a request because of a refresh
+            logger.debug(f"datastore refresh failed: {exc}")
+
+
+def stored_score(info: dict, checksum: str | None, opts_hash: str | None = None) -> dict | None:
+    """The stored score of an image if it was computed with model ``checksum`` (and options), else None."""
+    s = info.get(INFO_KEY)
+    if not isinstance(s, dict) or "score" not in s or s.get("error"):
+        return None
+    if checksum is None or s.get("model") != checksum:
+        return None
+    if opts_hash is not None and s.get("options") != opts_hash:
+        return None
+    return s
+
+
+def is_current(info: dict, checksum: str | None, opts_hash: str | None = None) -> bool:
+    """Scored (or found unreadable) with this model and these options: nothing to recompute."""
+    s = info.get(INFO_KEY)
+    return (isinstance(s, dict) and checksum is not None and s.get("model") == checksum
+            and (opts_hash is None or s.get("options") == opts_hash))
+
+
+class DiNTSUncertaintyScoring(ScoringMethod):
+    """TTA uncertainty of every unlabelled image, stored in the image info with the model checksum."""
+
+    def __init__(
+        self,
+        weights: Sequence[str],
+        arch_file: str | None,
+        channel_mul: float,
+        spacing,
+        limits: InputLimits | None = None,
+        options: TTAOptions | None = None,
+        threads: int = 1,
+        nice: int = 10,
+        network_loader: Callable[[str], torch.nn.Module] | None = None,
+    ):
+        super().__init__(
+            "TTA uncertainty (intensity/shift test-time augmentation) of the current DiNTS model per unlabelled "
+            "image; pancreas and tumour scored separately and combined; stored in the image info "
+            f"'{INFO_KEY}' with the model checksum"
+        )
+        self.weights = list(weights)
+        self.arch_file = arch_file
+        self.channel_mul = channel_mul
+        self.spacing = tuple(float(s) for s in spacing)
+        self.limits = limits or InputLimits()
+        self.options = options or TTAOptions()
+        self.threads = int(threads)
+        self.nice = int(nice)
+        self.checksum = ChecksumCache(self.weights)
+        self.network_loader = network_loader
+        self.opts_hash = options_hash(self.options, self.spacing)
+
+    def info(self):
+        return {**super().info(), "info_key": INFO_KEY, "samples": self.options.samples,
+                "spacing": list(self.spacing), "tumor_weight": self.options.tumor_weight}
+
+    # ---- helpers -------------------------------------------------------------------------------------
+    def _load_network(self, path: str) -> torch.nn.Module:
+        if self.network_loader is not None:
+            return self.network_loader(path)
+        from lib.networks.arch_code import load_arch_code
+
+        arch = load_arch_code(self.arch_file) if self.arch_file and os.path.exists(self.arch_file) else None
+        net, _ = load_network(path, arch, self.channel_mul)
+        return net.eval()
+
+    def stale_images(self, datastore: Datastore) -> list[str]:
+        """Unlabelled images without a score for the current model (what a scoring run would compute)."""
+        refresh_datastore(datastore)
+        checksum = self.checksum()
+        if checksum is None:
+            return []
+        return [i for i in datastore.get_unlabeled_images()
+                if not is_current(datastore.get_image_info(i), checksum, self.opts_hash)]
+
+    def _lower_priority(self) -> None:
+        if self.nice > 0 and hasattr(os, "nice"):
+            try:
+                os.nice(self.nice)
+            except OSError:
+                pass
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+
+    # ---- MONAI Label entry point -------------------------------------------------------------------
+    def __call__(self, request: dict[str, Any], datastore: Datastore):
+        start = time.time()
+        force = str(request.get("force", "false")).lower() in ("1", "true", "yes")
+        path = current_weights(self.weights)
+        if path is None:
+            msg = f"no model weights found (looked for {', '.join(self.weights)}): nothing scored"
+            logger.warning(msg)
+            return {"scored": 0, "skipped": 0, "errors": 0, "message": msg}
+        checksum = file_checksum(path)
+        refresh_datastore(datastore)
+        images = list(request.get("images") or datastore.get_unlabeled_images())
+        todo = [i for i in images if force or not is_current(datastore.get_image_info(i), checksum, self.opts_hash)]
+        result: dict[str, Any] = {"model": checksum, "scored": 0, "skipped": len(images) - len(todo), "errors": 0,
+                                  "scores": {}}
+        if not todo:
+            result["seconds"] = round(time.time() - start, 2)
+            logger.info(f"{INFO_KEY}: all {len(images)} unlabelled images already scored with model {checksum}")
+            return result
+        if request.get("lower_priority", True):
+            self._lower_priority()
+        net = self._load_network(path)
+        pre = preprocessing(self.spacing, self.limits)
+        logger.info(f"{INFO_KEY}: scoring {len(todo)} images with model {checksum} ({self.options.samples} samples each)")
+        for n, image_id in enumerate(todo):
+            uri = datastore.get_image_uri(image_id)
+            t0 = time.time()
+            try:
+                data = pre({"image": uri})
+                res = score_volume(net, data["image"], self.spacing, self.options)
+                entry = {"score": res["score"], "pancreas": res["pancreas"], "tumor": res["tumor"],
+                         "disagreement": res["disagreement"], "no_pancreas_found": res["no_pancreas_found"],
+                         "tumor_volume_cv": res["tumor_volume_cv"], "samples": res["samples"],
+                         "model": checksum, "options": self.opts_hash, "ts": int(time.time()),
+                         "seconds": round(time.time() - t0, 2)}
+                result["scored"] += 1
+            except Exception as exc:  # one unreadable image must not stop the others
+                reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                logger.warning(f"{INFO_KEY}: cannot score {image_id}: {reason}")
+                entry = {"error": reason, "model": checksum, "options": self.opts_hash, "ts": int(time.time())}
+                result["errors"] += 1
+            # the server may have written the datastore meanwhile (labels, strategy stamps): merge, don't clobber
+            refresh_datastore(datastore)
+            try:
+                datastore.update_image_info(image_id, {INFO_KEY: entry})
+            except Exception as exc:
+                logger.warning(f"{INFO_KEY}: cannot store the score of {image_id}: {exc}")
+            result["scores"][image_id] = entry.get("score")
+            logger.info(f"{INFO_KEY}: {n + 1}/{len(todo)} {image_id}: {entry}")
+        result["seconds"] = round(time.time() - start, 2)
+        return result
