@@ -51,6 +51,7 @@ def al(tmp_path_factory):
         "profile": "cpu",
         "scoring_samples": "3",
         "scoring_threads": "1",
+        "auto_scoring": "true",
         "scoring_watch_seconds": "1",
         "al_reserve_seconds": "3600",
         "fast_path": "false",

@@ -7,6 +7,7 @@ Cost is bounded on a CPU:
 
 1. **Localise** (one pass): the network runs over the body's bounding box (air around the patient is
    never fed to it) with non-overlapping windows, constant blending.
+   The box is one window (rounded up to a multiple of 32 voxels) up to ``localise_max_voxels``.
 2. **Region of interest**: the bounding box of everything that pass labelled pancreas or tumour, grown by
    ``margin_mm`` (at least ``min_roi`` voxels, at most ``max_roi``). An image where nothing was found is
    scored around the centre of the body (and flagged ``no_pancreas_found``: such an image is maximally
@@ -53,8 +54,9 @@ class TTAOptions:
     flips: bool = False
     margin_mm: float = 16.0
     min_roi: int = 64
-    max_roi: int = 160
-    localise_roi: int = 128
+    max_roi: int = 128
+    localise_roi: int = 128  # window edge when the body box is too big for one window
+    localise_max_voxels: int = 6_000_000  # the whole body box in ONE window (rounded up to 32) up to this size
     body_threshold: float = 0.05  # about -73 HU on the 0..1 scaled window -87..199
     tumor_threshold: float = 0.1
     tumor_weight: float = 1.0
@@ -94,9 +96,11 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
 
 
-def _predict(net: Callable, image: torch.Tensor, roi: int, mode: str = "constant") -> torch.Tensor:
-    """Softmax (C, x, y, z) of ``image`` (1, x, y, z) with windows of ``roi`` (multiple of 32), no overlap."""
-    size = [min(_ceil_to(s), roi) for s in image.shape[1:]]
+def _predict(net: Callable, image: torch.Tensor, roi: int, mode: str = "constant", max_voxels: int = 0) -> torch.Tensor:
+    """Softmax (C, x, y, z) of ``image`` (1, x, y, z), no overlap: one window of the image's size rounded up to
+    a multiple of 32 if that holds at most ``max_voxels``, else windows of at most ``roi`` per axis."""
+    whole = [_ceil_to(s) for s in image.shape[1:]]
+    size = whole if int(np.prod(whole)) <= max_voxels else [min(w, roi) for w in whole]
     with torch.no_grad():
         logits = sliding_window_inference(image[None], size, 1, net, overlap=0.0, mode=mode, padding_mode="constant")
     return torch.softmax(logits[0].float(), dim=0)
@@ -111,7 +115,7 @@ def localise(net: Callable, image: torch.Tensor, spacing, opts: TTAOptions) -> t
         body = (np.zeros(3, int), shape)
     blo, bhi = body
     crop = image[:, blo[0]:bhi[0], blo[1]:bhi[1], blo[2]:bhi[2]]
-    probs = _predict(net, crop, opts.localise_roi)
+    probs = _predict(net, crop, opts.localise_roi, max_voxels=opts.localise_max_voxels)
     fg = (probs.argmax(0) > 0).numpy()
     box = _mask_box(fg)
     found = box is not None
@@ -155,7 +159,7 @@ def tta_samples(net: Callable, image: torch.Tensor, lo: np.ndarray, hi: np.ndarr
                 flip_axes = [ax + 1 for ax in range(3) if rng.random() < 0.5]
         if flip_axes:
             crop = torch.flip(crop, flip_axes)
-        probs = _predict(net, crop, roi)
+        probs = _predict(net, crop, roi, max_voxels=1 << 62)
         if flip_axes:
             probs = torch.flip(probs, flip_axes)
         # probs[:, x] describes ROI voxel x + d: move it back, keep the plain view where nothing was seen
