@@ -46,8 +46,8 @@ PRESETS = {
     #        pool heldout k  m  rounds init_steps steps crop channel_mul samples val_roi
     "quick": dict(pool=8, heldout=3, k=2, m=2, rounds=2, init_steps=60, steps=30, crop=48, channel_mul=0.125,
                   samples=3, val_roi=64, seeds=[0, 1]),
-    "full": dict(pool=16, heldout=5, k=2, m=2, rounds=4, init_steps=200, steps=80, crop=64, channel_mul=0.125,
-                 samples=4, val_roi=96, seeds=[0, 1, 2]),
+    "full": dict(pool=12, heldout=4, k=2, m=2, rounds=3, init_steps=200, steps=80, crop=48, channel_mul=0.125,
+                 samples=3, val_roi=64, seeds=[0, 1, 2]),
 }
 
 
