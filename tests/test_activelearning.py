@@ -129,6 +129,19 @@ def test_scores_recomputed_after_new_model(al):
     # what the dints_pancreas trainer does at the end of a run: publish trained_file atomically
     new = publish_random_model(al["model_dir"] / "dints_pancreas_cpu.pt", seed=2)
     assert new != al["checksum"]
+    # /infer answers while the background scoring process works, with the new model
+    deadline = time.time() + 60
+    while requests.get(f"{al['server'].url}/scoring/?check_if_running=true", timeout=30).status_code != 200:
+        if time.time() > deadline:
+            break
+        time.sleep(0.5)
+    running = requests.get(f"{al['server'].url}/scoring/?check_if_running=true", timeout=30).status_code == 200
+    t0 = time.time()
+    _, params = client(al, "annotator_d").infer("dints_pancreas", al["ids"][-1], {"result_extension": ".nii.gz"})
+    infer_seconds = time.time() - t0
+    assert params["model"]["checksum"] == new, params
+    assert infer_seconds < 60
+    print(f"infer took {infer_seconds:.1f}s (background scoring running: {running})")
     scores = wait_for_scores(al["studies"], new)
     assert all(s["model"] == new for s in scores.values())
     info = requests.get(f"{al['server'].url}/info/", timeout=30).json()

@@ -166,7 +166,8 @@ class UncertaintyStrategy(_Base):
                       f"none of the {len(infos)} unlabelled images has a score for the current model ({checksum}) yet")
             return {
                 "id": pick, "selected_by": "random", "fallback": "random",
-                "message": f"Uncertainty scores are not ready ({reason}); scoring runs in the background. "
+                "message": f"Uncertainty scores are not ready ({reason}); scoring has been started in the background "
+                           "(or start it with POST /scoring/dints_uncertainty). "
                            "Picked an image at random.",
                 "scored": all_scored, "model": checksum,
             }
