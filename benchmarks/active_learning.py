@@ -271,12 +271,18 @@ def main(argv=None) -> int:
     t0 = time.time()
     heldout = load_cases([HELDOUT_SEED_BASE + i for i in range(cfg["heldout"])], spacing, cfg["crop"], False, cfg["preset"])
     log(f"held-out set of {len(heldout)} phantoms ready in {time.time() - t0:.0f}s")
-    runs = [campaign(seed, args.strategies, cfg, heldout, spacing) for seed in seeds]
-    summary = summarise(runs, args.strategies)
-    print_summary(summary, seeds)
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in seeds:
+        runs.append(campaign(seed, args.strategies, cfg, heldout, spacing))
+        # partial record after every seed: a long run that is stopped still leaves its finished seeds
+        partial = {"mode": mode, "config": cfg, "seeds_done": [r["seed"] for r in runs], "spacing": spacing,
+                   "summary": summarise(runs, args.strategies), "runs": runs}
+        (out / f"active_learning_{mode}.partial.json").write_text(json.dumps(partial, indent=1))
+        log(f"seed {seed} done; partial summary in {out / f'active_learning_{mode}.partial.json'}")
+    summary = summarise(runs, args.strategies)
+    print_summary(summary, seeds)
     record = {"mode": mode, "config": cfg, "seeds": seeds, "spacing": spacing, "minutes": round((time.time() - t0) / 60, 1),
               "summary": summary, "runs": runs}
     (out / f"active_learning_{mode}.json").write_text(json.dumps(record, indent=1))
