@@ -1,0 +1,1 @@
+"""Synthetic CT phantoms, the sample datastore writer and the real-data importer."""
