@@ -127,7 +127,7 @@ class Abdomen:
                                  (self.x_a + 4, ya_front + 18, self.z_sma - 22), (self.x_a + 6, ya_front + 25, self.z_sma - 45),
                                  (self.x_a + 9, ya_front + 29, -110), (self.x_a + 13, ya_front + 32, -260)])
         self.r_smv = u(5, 7)
-        self.x_smv = self.x_a + 3 + u(11, 15)
+        self.x_smv = self.x_a + 3 + u(14, 18)
         self.y_smv = ya_front + u(24, 30)
         self.z_conf = u(-8, 2)
 
@@ -179,7 +179,8 @@ class Abdomen:
                          lob_coarse=FourierNoise(rng, 5, (30, 70), u(1.0, 2.0)),
                          fatty=u(0, 0.6) if u() < 0.35 else 0.0, fat_noise=FourierNoise(rng, 10, (5, 10), 1.0))
 
-        # ---- tumour (parameters always drawn so that forcing it on or off changes nothing else) -------------
+        # ---- tumour (always drawn, so forcing it on or off keeps every other organ where it was; only the
+        # gland around a tumour swells, and the splenic vein behind it moves with the gland) -----------------
         site = TUMOUR_SITES[int(rng.choice(3, p=[0.6, 0.25, 0.15]))]
         lo, hi = {"head": (s_ctrl[1], s_ctrl[3]), "body": (s_ctrl[3] + 5, s_ctrl[5]), "tail": (s_ctrl[5], s_ctrl[7] - 12)}[site]
         s_t = u(lo, hi)
@@ -193,7 +194,7 @@ class Abdomen:
         self.has_tumour = draw_tumour if tumour is None else bool(tumour)
         self.tumour = dict(site=site, s=s_t, diameter=diam, centre=centre, semi=semi_t,
                            rot=rotation(u(0, 2 * np.pi), u(-0.6, 0.6), u(-0.6, 0.6)),
-                           drop=u(50, 80), tex=u(4, 9), ramp=u(1.0, 2.0), margin=u(0.6, 1.4),
+                           drop=u(55, 85), tex=u(4, 9), ramp=u(1.0, 2.0), margin=u(0.6, 1.4),
                            rough=FourierNoise(rng, 6, (0.5 * diam + 4, 1.5 * diam + 6), 0.12 * diam / 2 + 0.4),
                            fine=FourierNoise(rng, 6, (4, 9), u(0.4, 1.0)),
                            duct=u() < 0.6 and site != "tail", duct_r=u(1.2, 2.8), duct_hu=u(5, 25))

@@ -27,6 +27,7 @@ from lib.data.geometry import Canvas, Grid
 
 GENERATOR_VERSION = 1
 HU_MIN, HU_MAX = -1024, 3071
+MAX_VOXELS = 200_000_000  # ~4 GB of float32 working fields; 512 x 512 x 760
 
 _COMMON = {
     "slice_spacing": (2.5, 5.0),  # mm, uniform
@@ -105,12 +106,16 @@ def _choose_grid(rng: np.random.Generator, cfg: dict, anat: Abdomen):
     extent = rng.uniform(*cfg["z_extent"])
     top_jitter = rng.uniform(-30, 15)
     centre_xy = np.array([rng.uniform(-12, 12), rng.uniform(-25, 10)])
-    noise = rng.uniform(*cfg["noise_hu"]) if np.ndim(cfg["noise_hu"]) else float(cfg["noise_hu"])
-    names, probs = zip(*cfg["orientations"]) if not isinstance(cfg["orientations"], str) else ((cfg["orientations"],), (1.0,))
-    orientation = names[int(rng.choice(len(names), p=np.asarray(probs) / np.sum(probs)))]
+    u_noise, u_orient = rng.random(), rng.random()  # always drawn, so overrides never shift later draws
     world_shift = np.array([rng.uniform(-25, 25), rng.uniform(-40, 40), rng.uniform(-700, -100)])
+    nz = cfg["noise_hu"]
+    noise = float(nz[0] + u_noise * (nz[1] - nz[0])) if np.ndim(nz) else float(nz)
     if cfg.get("orientation"):
         orientation = str(cfg["orientation"]).upper()
+    else:
+        names, probs = zip(*cfg["orientations"])
+        cum = np.cumsum(probs) / np.sum(probs)
+        orientation = names[min(int(np.searchsorted(cum, u_orient, side="right")), len(names) - 1)]
     _flip_codes(orientation)
 
     hx, ha, hp = anat.half_extent()
@@ -136,6 +141,9 @@ def _choose_grid(rng: np.random.Generator, cfg: dict, anat: Abdomen):
             n_z = int(np.clip(round(extent / dz), *cfg["slices"]))
             shape = (n_xy, n_xy, n_z)
     spacing = tuple(float(s) for s in spacing)
+    if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+        raise ValueError(f"phantom grid {tuple(shape)} has more than {MAX_VOXELS:,} voxels; choose a coarser spacing "
+                         f"or a smaller shape")
     ext_z = (shape[2] - 1) * spacing[2]
     lm = anat.z_landmarks()
     z_top = lm["dome"] + top_jitter
