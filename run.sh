@@ -6,6 +6,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$ROOT/scripts/setup.sh"
+# monailabel's launcher script runs `python -m monailabel.main` from PATH: put the venv first
+export PATH="$ROOT/.venv/bin:$PATH" VIRTUAL_ENV="$ROOT/.venv"
 exec "$ROOT/.venv/bin/monailabel" start_server \
   --app "$ROOT/apps/dints_pancreas" \
   --studies "${STUDIES:-$ROOT/sample-datastore}" \

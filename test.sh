@@ -5,4 +5,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+# the server tests start `monailabel`, whose launcher runs `python` from PATH: put the venv first
+export PATH="$ROOT/.venv/bin:$PATH" VIRTUAL_ENV="$ROOT/.venv"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

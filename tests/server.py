@@ -40,6 +40,9 @@ class Server:
         for k, v in self.conf.items():
             cmd += ["--conf", k, str(v)]
         env = dict(os.environ)
+        # monailabel's launcher is a shell script that runs `python -m monailabel.main` from PATH:
+        # make that the interpreter running the tests, whether or not the venv is activated
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         env.update(self.env or {})
         self._log = open(self.log_path, "wb")
         # run from an unrelated working directory: the app must not depend on it

@@ -29,9 +29,12 @@ def phantom_item(seed: int, preset: str = "train", **overrides) -> dict:
 
     ph = make_phantom(seed, preset=preset, **overrides)
     affine = torch.as_tensor(ph.affine, dtype=torch.float64)
+    # "no_channel" tells EnsureChannelFirstd to add the channel axis, as it would for a file read from disk;
+    # without it some spatial transforms later meet a 3D array and fail on a minority of crops
+    meta = {"original_channel_dim": "no_channel"}
     return {
-        "image": MetaTensor(torch.from_numpy(ph.image.astype(np.float32)), affine=affine),
-        "label": MetaTensor(torch.from_numpy(ph.label.astype(np.uint8)), affine=affine),
+        "image": MetaTensor(torch.from_numpy(ph.image.astype(np.float32)), affine=affine, meta=dict(meta)),
+        "label": MetaTensor(torch.from_numpy(ph.label.astype(np.uint8)), affine=affine, meta=dict(meta)),
         "seed": seed,
     }
 
@@ -95,7 +98,10 @@ def fit(
     on_best: Callable[[torch.nn.Module, dict, int], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> FitResult:
-    """AdamW on class-balanced crops, linear learning-rate decay over the time budget.
+    """AdamW on class-balanced crops, linear learning-rate decay over the budget.
+
+    The budget is whichever ends first of ``minutes`` and ``max_steps``; give a step count (and generous
+    minutes) for a run whose schedule, and so whose result, does not depend on the machine's speed.
 
     ``on_best(net, dice, step)`` is called whenever the validation score (pancreas Dice + half the tumour
     Dice) improves; without validation cases it is called once at the end.
@@ -113,7 +119,8 @@ def fit(
     while not finished:
         for batch_data in loader:
             elapsed = time.time() - start
-            cur_lr = lr * max(0.05, 1.0 - elapsed / budget)
+            progress = max(elapsed / budget, step / max_steps)
+            cur_lr = lr * max(0.05, 1.0 - progress)
             for g in opt.param_groups:
                 g["lr"] = cur_lr
             opt.zero_grad(set_to_none=True)
