@@ -26,7 +26,9 @@ def free_port() -> int:
 class Server:
     def __init__(self, studies: Path, conf: dict[str, str] | None = None, log_path: Path | None = None, env=None):
         self.studies = Path(studies)
-        self.conf = dict(conf or {})
+        # background scoring (on by default in the app) would compete for the CPU with what a test measures;
+        # the active-learning tests switch it on themselves
+        self.conf = {"auto_scoring": "false", **(conf or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or (self.studies.parent / f"server_{self.port}.log")
