@@ -67,3 +67,14 @@ def studies(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def module_tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("module")
+
+
+@pytest.fixture(scope="module")
+def client(server, module_tmp):
+    """The 3D Slicer plugin's client for the module's ``server`` fixture, with its own download folder
+    (with the default /tmp the server's clean-up of its result file can delete the client's copy)."""
+    from monailabel.client.client import MONAILabelClient
+
+    tmp = module_tmp / "client"
+    tmp.mkdir()
+    return MONAILabelClient(server.url, tmpdir=str(tmp))

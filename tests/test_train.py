@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from lib.configs.profiles import get_profile
 from lib.networks.arch_code import load_arch_code
 from lib.networks.factory import build_dints, load_checkpoint, load_network
 from lib.trainers import common

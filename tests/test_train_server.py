@@ -13,7 +13,6 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 import requests
-from monailabel.client.client import MONAILabelClient
 
 from conftest import copy_model_dir
 from server import Server
@@ -36,13 +35,6 @@ def server(module_tmp):
     srv.model_dir = model
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server, module_tmp):
-    tmp = module_tmp / "client"
-    tmp.mkdir()
-    return MONAILabelClient(server.url, tmpdir=str(tmp))
 
 
 def wait_train(server, task_id: str | None = None, timeout: float = 240.0) -> dict:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import time
 
 import numpy as np
@@ -75,16 +74,15 @@ def lr_decay(epoch: int, epochs: int, warmup: int, milestones=(0.4, 0.8)) -> flo
 
 
 def search_worker(rank: int, world_size: int, cfg: dict) -> None:
-    device = common.setup_process(rank, world_size, cfg)
-    is_main = rank == 0
-    progress = common.Progress("dints_search", cfg["stats_path"], cfg["log_dir"], is_main, cfg["stats_base"])
-    try:
-        _search(rank, world_size, cfg, device, progress)
-    except BaseException as exc:
-        progress.close("ERROR", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        common.cleanup_process(world_size)
+    common.run_rank("dints_search", _search, rank, world_size, cfg)
+
+
+def _trainable(on, off) -> None:
+    """Alternate between the weight step and the architecture step: only ``on`` receives gradients."""
+    for p in on:
+        p.requires_grad_(True)
+    for p in off:
+        p.requires_grad_(False)
 
 
 def _search(rank, world_size, cfg, device, progress):
@@ -147,10 +145,7 @@ def _search(rank, world_size, cfg, device, progress):
         combination = max(0.0, (epoch - warmup) / max(1, epochs - warmup))
         for batch in loader_w:
             inputs, labels = batch["image"].to(device), batch["label"].to(device).long()
-            for p in weight_params:
-                p.requires_grad_(True)
-            for p in arch_params:
-                p.requires_grad_(False)
+            _trainable(weight_params, arch_params)
             optimizer.zero_grad(set_to_none=True)
             with common.autocast(device, amp):
                 loss = loss_fn(net(inputs), labels)
@@ -164,10 +159,7 @@ def _search(rank, world_size, cfg, device, progress):
                 arch_iter = iter(loader_a)
                 batch_a = next(arch_iter)
             inputs_a, labels_a = batch_a["image"].to(device), batch_a["label"].to(device).long()
-            for p in weight_params:
-                p.requires_grad_(False)
-            for p in arch_params:
-                p.requires_grad_(True)
+            _trainable(arch_params, weight_params)
             opt_a.zero_grad(set_to_none=True)
             opt_c.zero_grad(set_to_none=True)
             terms = arch_loss_terms(space, inputs.shape, cfg["ram_cost_factor"])

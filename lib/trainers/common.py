@@ -256,6 +256,20 @@ def cleanup_process(world_size: int) -> None:
         dist.destroy_process_group()
 
 
+def run_rank(task: str, body: Callable, rank: int, world_size: int, cfg: dict) -> None:
+    """One rank of a task: set up the process, run ``body(rank, world_size, cfg, device, progress)``, and
+    record a failure in the stats file (read by ``GET /info``) before re-raising it."""
+    device = setup_process(rank, world_size, cfg)
+    progress = Progress(task, cfg["stats_path"], cfg["log_dir"], rank == 0, cfg["stats_base"])
+    try:
+        body(rank, world_size, cfg, device, progress)
+    except BaseException as exc:
+        progress.close("ERROR", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        cleanup_process(world_size)
+
+
 def partition(items: Sequence, rank: int, world_size: int, even: bool = True) -> list:
     """Every rank gets the same number of items (repeating some when ``even``), like ``partition_dataset``."""
     items = list(items)

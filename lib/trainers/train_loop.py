@@ -29,15 +29,7 @@ def same_arch(a, b) -> bool:
 
 
 def train_worker(rank: int, world_size: int, cfg: dict) -> None:
-    device = common.setup_process(rank, world_size, cfg)
-    progress = common.Progress("dints_pancreas", cfg["stats_path"], cfg["log_dir"], rank == 0, cfg["stats_base"])
-    try:
-        _train(rank, world_size, cfg, device, progress)
-    except BaseException as exc:
-        progress.close("ERROR", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        common.cleanup_process(world_size)
+    common.run_rank("dints_pancreas", _train, rank, world_size, cfg)
 
 
 def _start_state(cfg: dict, arch):
