@@ -79,7 +79,8 @@ def test_fast_path_agrees_with_full_sliding_window():
     full = full_pass(image, net, ROI, 2, 0.25)
     fast = fast_pass(image, net, ROI, 2, 0.25, spacing=(2.0, 2.0, 2.0), opts=FastPathOptions(margin_mm=16))
     assert fast.stats["mode"] == "fast" and fast.stats["fine_windows"] > 0
-    assert fast.stats["coarse_windows"] + fast.stats["fine_windows"] < full.stats["windows"]
+    # the fine pass runs only the full grid's windows that touch the found region
+    assert fast.stats["full_windows"] == full.stats["windows"] > fast.stats["fine_windows"]
     full_label = full.scores.argmax(0).numpy()
     fast_label = np.zeros(full_label.shape, np.int64)
     o = fast.offset
@@ -89,6 +90,29 @@ def test_fast_path_agrees_with_full_sliding_window():
     assert dice(fast_label, full_label) >= 0.98
     for c in (1, 2):
         assert dice(fast_label == c, full_label == c) >= 0.98
+
+
+def _label_on_grid(result, shape) -> np.ndarray:
+    out = np.zeros(shape, np.int64)
+    o, s = result.offset, result.scores.shape[1:]
+    out[o[0] : o[0] + s[0], o[1] : o[1] + s[1], o[2] : o[2] + s[2]] = result.scores.argmax(0).numpy()
+    return out
+
+
+def test_one_window_coarse_pass_only_for_any_shape_backends_and_same_label():
+    image = synthetic_grid()
+    net = BlobDetector().eval()
+    opts = FastPathOptions(margin_mm=16, coarse_window_voxels=2_000_000)
+    tiled = fast_pass(image, net, ROI, 2, 0.25, spacing=(2.0, 2.0, 2.0), opts=FastPathOptions(margin_mm=16))
+    traced = fast_pass(image, net, ROI, 2, 0.25, spacing=(2.0, 2.0, 2.0), opts=opts, any_shape=False)
+    one = fast_pass(image, net, ROI, 2, 0.25, spacing=(2.0, 2.0, 2.0), opts=opts, any_shape=True)
+    assert traced.stats["coarse_windows"] == tiled.stats["coarse_windows"] > 1  # a traced engine keeps its window
+    assert one.stats["coarse_windows"] == 1
+    small = FastPathOptions(margin_mm=16, coarse_window_voxels=1000)  # body box over the budget: tiles again
+    assert fast_pass(image, net, ROI, 2, 0.25, spacing=(2.0, 2.0, 2.0), opts=small, any_shape=True).stats[
+        "coarse_windows"] == tiled.stats["coarse_windows"]
+    shape = image.shape[1:]
+    assert dice(_label_on_grid(one, shape), _label_on_grid(tiled, shape)) >= 0.98
 
 
 def test_fast_path_nothing_found_is_background():
@@ -124,8 +148,8 @@ def test_fast_path_agrees_with_full_window_on_phantoms(seed, tmp_path):
     full, _ = full_task({"image": str(image), "result_write_to_file": False})
     full = np.asarray(full)
     truth = np.asarray(ph.label)
-    if (truth == 1).any() and dice(full == 1, truth == 1) < 0.3:
-        pytest.skip("the shipped weights do not segment phantoms (untrained placeholder): fast path not measurable")
+    # the comparison only means something where the full window finds the pancreas (tests/test_shipped_weights.py)
+    assert dice(full == 1, truth == 1) >= 0.3, "the shipped weights do not segment this phantom"
     fast, result = _shipped_task_or_skip(fast=True)({"image": str(image), "result_write_to_file": False})
     fast = np.asarray(fast)
     assert result["inference"]["mode"] == "fast"

@@ -44,6 +44,7 @@ from lib.inference.static_dints import static_network
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "amp", "compile", "torchscript", "tensorrt")
+EAGER_BACKENDS = ("torch", "amp")  # run any input shape as is (compiled and traced ones are built for the window)
 PRECISIONS = ("fp32", "fp16")
 DEFAULT_BATCH_RANGE = (1, 8)
 

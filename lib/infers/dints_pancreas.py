@@ -25,7 +25,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.configs.profiles import LABELS, Profile
 from lib.errors import InputError
-from lib.inference.backends import BackendOptions, ModelCache, PreparedModel, is_cuda, normalise_backend, prepare
+from lib.inference.backends import EAGER_BACKENDS, BackendOptions, ModelCache, PreparedModel, is_cuda, normalise_backend, prepare
 from lib.inference.fast_path import FastPathOptions, configure_threads, fast_pass, full_pass, restore_label
 from lib.networks.arch_code import ArchCode, ArchCodeError, load_arch_code
 from lib.networks.factory import CheckpointError, file_checksum, load_network
@@ -204,7 +204,7 @@ class DiNTSPancreasInfer(BasicInferTask):
         use_fast = _truthy(data.get("fast_path", self.fast_path.enabled))
         if use_fast:
             result = fast_pass(image, model.forward, self.roi_size, sw_batch, overlap, self.profile.spacing,
-                               self.fast_path, device=stitch, sw_device=sw_device)
+                               self.fast_path, device=stitch, sw_device=sw_device, any_shape=model.backend in EAGER_BACKENDS)
         else:
             result = full_pass(image, model.forward, self.roi_size, sw_batch, overlap, device=stitch, sw_device=sw_device)
         if is_cuda(device):
