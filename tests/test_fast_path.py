@@ -73,6 +73,14 @@ def test_fast_restore_matches_full_restore():
     np.testing.assert_array_equal(out, ref)
 
 
+def _label_on_grid(result, shape) -> np.ndarray:
+    """Label of a fast/full result placed on the whole model grid (background outside its box)."""
+    out = np.zeros(shape, np.int64)
+    o, s = result.offset, result.scores.shape[1:]
+    out[o[0] : o[0] + s[0], o[1] : o[1] + s[1], o[2] : o[2] + s[2]] = result.scores.argmax(0).numpy()
+    return out
+
+
 def test_fast_path_agrees_with_full_sliding_window():
     image = synthetic_grid()
     net = BlobDetector().eval()
@@ -82,21 +90,11 @@ def test_fast_path_agrees_with_full_sliding_window():
     # the fine pass runs only the full grid's windows that touch the found region
     assert fast.stats["full_windows"] == full.stats["windows"] > fast.stats["fine_windows"]
     full_label = full.scores.argmax(0).numpy()
-    fast_label = np.zeros(full_label.shape, np.int64)
-    o = fast.offset
-    s = fast.scores.shape[1:]
-    fast_label[o[0] : o[0] + s[0], o[1] : o[1] + s[1], o[2] : o[2] + s[2]] = fast.scores.argmax(0).numpy()
+    fast_label = _label_on_grid(fast, full_label.shape)
     assert (full_label > 0).sum() > 1000
     assert dice(fast_label, full_label) >= 0.98
     for c in (1, 2):
         assert dice(fast_label == c, full_label == c) >= 0.98
-
-
-def _label_on_grid(result, shape) -> np.ndarray:
-    out = np.zeros(shape, np.int64)
-    o, s = result.offset, result.scores.shape[1:]
-    out[o[0] : o[0] + s[0], o[1] : o[1] + s[1], o[2] : o[2] + s[2]] = result.scores.argmax(0).numpy()
-    return out
 
 
 def test_one_window_coarse_pass_only_for_any_shape_backends_and_same_label():

@@ -46,8 +46,8 @@ class FastPathOptions:
     margin_mm: float = 24.0
     body_threshold: float = 0.05  # on the 0..1 scaled image (HU window -87..199): about -73 HU
     body_margin_mm: float = 8.0
-    # coarse pass as ONE forward over the whole body box (padded to a multiple of 32 voxels) when the box has at
-    # most this many voxels and the backend takes any input shape; 0: always tile it with roi-sized windows
+    # coarse pass as ONE forward over the whole body box (padded to a multiple of 32 voxels) when that window has
+    # at most this many voxels and the backend takes any input shape; 0: always tile it with roi-sized windows
     coarse_window_voxels: int = 8_000_000  # about 40 x 40 x 40 cm at 2 mm
     # the coarse pass only pays where the full grid has many windows (small overlap on a 2 mm grid: a few per
     # axis, and the pancreas region touches them all); below this count only air windows are skipped
@@ -144,20 +144,10 @@ def body_box(image: torch.Tensor, threshold: float, margin_vox: np.ndarray) -> t
     return _box(box[0] - margin_vox, box[1] + margin_vox, shape)
 
 
-PAD_MULTIPLE = 32  # DiNTS halves the resolution up to 5 times (stem + 4 depths): sizes must divide by 32
-
-
-def single_window(image: torch.Tensor, forward: Callable, device=None, sw_device=None) -> torch.Tensor:
-    """(C_in, x, y, z) -> (C, x, y, z): one forward over the whole image, zero-padded (air after scaling) to a
-    multiple of ``PAD_MULTIPLE`` and cropped back; scores on ``device`` (default: the image's)."""
-    shape = image.shape[1:]
-    pad = [(-s) % PAD_MULTIPLE for s in shape]
-    x = torch.nn.functional.pad(image, (0, pad[2], 0, pad[1], 0, pad[0]))
-    if sw_device is not None:
-        x = x.to(sw_device)
-    with torch.no_grad():
-        out = forward(x[None])[0, :, : shape[0], : shape[1], : shape[2]].float()
-    return out.to(device if device is not None else image.device)
+def ceil_to_multiple(n: int, m: int = 32) -> int:
+    """``n`` rounded up to a multiple of ``m``: DiNTS halves the resolution up to 5 times (stem + 4 depths), so a
+    window of any other size does not fit it."""
+    return int(math.ceil(max(int(n), 1) / m) * m)
 
 
 def aligned_box_pass(
@@ -238,42 +228,33 @@ def fast_pass(
     fine_overlap = overlap if opts.fine_overlap is None else opts.fine_overlap
 
     full_windows = _window_count(shape, roi, fine_overlap)
-    if full_windows < opts.coarse_min_windows:
-        t_fine = time.time()
-        scores, ran = aligned_box_pass(image, forward, roi, sw_batch_size, fine_overlap, (0, 0, 0), tuple(shape),
-                                       out_channels, device, sw_device, air_below=opts.body_threshold)
-        stats = {"mode": "fast", "grid": shape.tolist(), "coarse_windows": 0, "fine_box": [[0, 0, 0], shape.tolist()],
-                 "fine_windows": ran, "full_windows": full_windows, "fine_seconds": round(time.time() - t_fine, 2),
-                 "seconds": round(time.time() - start, 2)}
-        return ModelGridScores(scores, (0, 0, 0), stats)
-    b_lo, b_hi = body_box(image, opts.body_threshold, np.ceil(opts.body_margin_mm / spacing))
-    b_lo, b_hi = _grow_to(b_lo, b_hi, roi, shape)
-    body = image[:, b_lo[0]:b_hi[0], b_lo[1]:b_hi[1], b_lo[2]:b_hi[2]]
-    one_window = any_shape and 0 < int(np.prod(b_hi - b_lo)) <= opts.coarse_window_voxels
-    if one_window:
-        coarse = single_window(body, forward, device, sw_device)
+    stats = {"mode": "fast", "grid": shape.tolist(), "full_windows": full_windows, "coarse_windows": 0}
+    if full_windows < opts.coarse_min_windows:  # the pancreas box would touch (nearly) every window anyway
+        f_lo, f_hi = np.zeros(3, int), shape
     else:
-        coarse = sliding_window(body, forward, roi, sw_batch_size, opts.coarse_overlap, "constant", device, sw_device)
-    fg = coarse.argmax(0) > 0
-    stats = {
-        "mode": "fast", "grid": shape.tolist(), "body_box": [b_lo.tolist(), b_hi.tolist()],
-        "coarse_windows": 1 if one_window else _window_count(b_hi - b_lo, roi, opts.coarse_overlap),
-        "coarse_seconds": round(time.time() - start, 2),
-    }
-    box = mask_box(fg)
-    if box is None:  # nothing to refine: the coarse pass says background everywhere
-        stats.update(fine_windows=0, seconds=round(time.time() - start, 2))
-        return ModelGridScores(coarse, tuple(int(v) for v in b_lo), stats)
-    del coarse
-    margin = np.ceil(opts.margin_mm / spacing)
-    f_lo, f_hi = _box(box[0] + b_lo - margin, box[1] + b_lo + margin, shape)
+        b_lo, b_hi = body_box(image, opts.body_threshold, np.ceil(opts.body_margin_mm / spacing))
+        b_lo, b_hi = _grow_to(b_lo, b_hi, roi, shape)
+        body = image[:, b_lo[0]:b_hi[0], b_lo[1]:b_hi[1], b_lo[2]:b_hi[2]]
+        # one window of the whole body box (MONAI pads it to the window) where the backend takes that shape
+        whole = [ceil_to_multiple(v) for v in b_hi - b_lo]
+        one_window = any_shape and int(np.prod(whole)) <= opts.coarse_window_voxels
+        window, batch = (whole, 1) if one_window else (roi, sw_batch_size)
+        coarse = sliding_window(body, forward, window, batch, opts.coarse_overlap, "constant", device, sw_device)
+        fg = coarse.argmax(0) > 0
+        stats.update(body_box=[b_lo.tolist(), b_hi.tolist()], coarse_seconds=round(time.time() - start, 2),
+                     coarse_windows=1 if one_window else _window_count(b_hi - b_lo, roi, opts.coarse_overlap))
+        box = mask_box(fg)
+        if box is None:  # nothing to refine: the coarse pass says background everywhere
+            stats.update(fine_windows=0, seconds=round(time.time() - start, 2))
+            return ModelGridScores(coarse, tuple(int(v) for v in b_lo), stats)
+        del coarse
+        margin = np.ceil(opts.margin_mm / spacing)
+        f_lo, f_hi = _box(box[0] + b_lo - margin, box[1] + b_lo + margin, shape)
     t_fine = time.time()
     scores, ran = aligned_box_pass(image, forward, roi, sw_batch_size, fine_overlap, f_lo, f_hi, out_channels,
                                    device, sw_device, air_below=opts.body_threshold)
     stats.update(
-        fine_box=[f_lo.tolist(), f_hi.tolist()], fine_windows=ran,
-        full_windows=full_windows,
-        fine_seconds=round(time.time() - t_fine, 2), seconds=round(time.time() - start, 2),
+        fine_box=[f_lo.tolist(), f_hi.tolist()], fine_windows=ran, fine_seconds=round(time.time() - t_fine, 2), seconds=round(time.time() - start, 2),
     )
     return ModelGridScores(scores, tuple(int(v) for v in f_lo), stats)
 

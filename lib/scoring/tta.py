@@ -31,7 +31,6 @@ Scores (all in [0, 1]; higher = more worth labelling):
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -40,6 +39,8 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
+
+from lib.inference.fast_path import ceil_to_multiple
 
 SCORE_VERSION = 1
 
@@ -66,10 +67,6 @@ class TTAOptions:
     def key(self) -> dict:
         """What makes two scores comparable (with the model checksum and the spacing)."""
         return {"version": SCORE_VERSION, **asdict(self)}
-
-
-def _ceil_to(n: int, m: int = 32) -> int:
-    return int(math.ceil(max(n, 1) / m) * m)
 
 
 def _mask_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -99,7 +96,7 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
 def _predict(net: Callable, image: torch.Tensor, roi: int, mode: str = "constant", max_voxels: int = 0) -> torch.Tensor:
     """Softmax (C, x, y, z) of ``image`` (1, x, y, z), no overlap: one window of the image's size rounded up to
     a multiple of 32 if that holds at most ``max_voxels``, else windows of at most ``roi`` per axis."""
-    whole = [_ceil_to(s) for s in image.shape[1:]]
+    whole = [ceil_to_multiple(s) for s in image.shape[1:]]
     size = whole if int(np.prod(whole)) <= max_voxels else [min(w, roi) for w in whole]
     with torch.no_grad():
         logits = sliding_window_inference(image[None], size, 1, net, overlap=0.0, mode=mode, padding_mode="constant")
@@ -146,7 +143,7 @@ def tta_samples(net: Callable, image: torch.Tensor, lo: np.ndarray, hi: np.ndarr
     s = int(opts.max_shift)
     padded = torch.nn.functional.pad(image, (s, s, s, s, s, s), mode="constant", value=0.0) if s > 0 else image
     size = hi - lo
-    roi = max(_ceil_to(int(v)) for v in size)
+    roi = max(ceil_to_multiple(int(v)) for v in size)
     out = []
     for t in range(max(1, int(opts.samples))):
         d = np.zeros(3, int) if t == 0 or s == 0 else rng.integers(-s, s + 1, size=3)
