@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lib.inference.fast_path import FastPathOptions, fast_pass, full_pass, restore_label
-from lib.transforms.restore import resample_argmax
+from lib.inference.fast_path import FastPathOptions, fast_pass, full_pass
+from lib.transforms.restore import resample_argmax, restore_label
 
 ROI = (32, 32, 32)
 

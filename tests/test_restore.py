@@ -85,3 +85,29 @@ def test_written_label_keeps_shape_affine_and_names(tmp_path, ext):
         np.testing.assert_allclose(img.affine, affine, atol=1e-5)
     np.testing.assert_array_equal(data, label)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.split("/")[-1]], "partial file left behind"
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+def test_restore_samples_only_near_foreground_with_the_same_result(name):
+    """restore_label skips input voxels whose trilinear support is all background: the label must be exactly the
+    one sampling every voxel gives, with several scattered components, soft scores and a box offset."""
+    from lib.transforms.restore import foreground_boxes, restore_label
+
+    rng = np.random.default_rng(1)
+    model_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    model_affine[:3, 3] = [-60, -50, -40]
+    logits = torch.from_numpy(rng.normal(0, 1, (3, 60, 50, 40)).astype(np.float32))
+    logits[0] += 3.0  # background wins almost everywhere ...
+    for c, (x, y, z) in zip((1, 2, 1, 2), ((10, 10, 10), (40, 30, 20), (45, 8, 33), (20, 40, 5))):
+        logits[c, x - 3:x + 4, y - 2:y + 3, z - 2:z + 3] += 6.0  # ... except in four scattered blobs
+    scores = torch.softmax(logits, 0)
+    assert len(foreground_boxes(scores)) >= 4
+    affine = AFFINES[name].copy()
+    shape = (120, 110, 45)
+    affine[:3, 3] = -affine[:3, :3] @ (np.array(shape) / 2)
+    offset = (3, 2, 1)
+    shifted = model_affine.copy()
+    shifted[:3, 3] += model_affine[:3, :3] @ np.array(offset)
+    every_voxel = resample_argmax(scores, shifted, affine, shape)
+    assert (every_voxel > 0).sum() > 100
+    np.testing.assert_array_equal(restore_label(scores, offset, model_affine, affine, shape), every_voxel)

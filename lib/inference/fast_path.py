@@ -17,8 +17,8 @@ Fast path (``--conf fast_path true``, the default):
    norm answers differently to a shifted window: on trained weights that cost 4-10 % Dice agreement.)
 
 Only the fine region's class scores are kept (C x region, on the model grid); the label on the input grid
-is produced slab by slab from them by :func:`restore_label`, which also restricts the resampling to the
-input voxels that fall inside the region. The full-size probability map at input resolution is never built.
+is produced from them by :func:`lib.transforms.restore.restore_label`, which resamples only the input voxels
+near the foreground. The full-size probability map at input resolution is never built.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer, sliding_window_inference
-
-from lib.transforms.restore import SLAB_VOXELS, model_to_input_matrix, resample_argmax
 
 logger = logging.getLogger(__name__)
 
@@ -257,39 +255,3 @@ def fast_pass(
         fine_box=[f_lo.tolist(), f_hi.tolist()], fine_windows=ran, fine_seconds=round(time.time() - t_fine, 2), seconds=round(time.time() - start, 2),
     )
     return ModelGridScores(scores, tuple(int(v) for v in f_lo), stats)
-
-
-def restore_label(
-    scores: torch.Tensor,
-    offset: Sequence[int],
-    model_affine: np.ndarray,
-    input_affine: np.ndarray,
-    input_shape: Sequence[int],
-    slab_voxels: int = SLAB_VOXELS,
-) -> np.ndarray:
-    """uint8 label on the input grid from class scores of a box of the model grid starting at ``offset``.
-
-    Same sampling as :func:`lib.transforms.restore.resample_argmax` (trilinear, then argmax; outside the box
-    background), but only the input voxels whose position falls inside the box are resampled.
-    """
-    input_shape = tuple(int(s) for s in input_shape)
-    shift = np.eye(4)
-    shift[:3, 3] = np.asarray(offset, dtype=np.float64)
-    box_affine = np.asarray(model_affine, dtype=np.float64) @ shift
-    # input voxel indices of the box corners (one voxel of slack for trilinear support)
-    to_box = model_to_input_matrix(box_affine, input_affine)  # input index -> box index
-    to_input = np.linalg.inv(to_box)
-    n = np.asarray(scores.shape[1:], dtype=np.float64)
-    corners = np.array([[x, y, z, 1.0] for x in (-1.0, n[0]) for y in (-1.0, n[1]) for z in (-1.0, n[2])])
-    idx = (to_input @ corners.T)[:3].T
-    lo = np.clip(np.floor(idx.min(0)).astype(int), 0, input_shape)
-    hi = np.clip(np.ceil(idx.max(0)).astype(int) + 1, 0, input_shape)
-    out = np.zeros(input_shape, dtype=np.uint8)
-    if np.any(hi <= lo):
-        return out
-    sub = np.eye(4)
-    sub[:3, 3] = lo
-    sub_affine = np.asarray(input_affine, dtype=np.float64) @ sub
-    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = resample_argmax(
-        scores, box_affine, sub_affine, tuple(int(v) for v in hi - lo), slab_voxels)
-    return out

@@ -16,7 +16,6 @@ import os
 import threading
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import EnsureChannelFirstd, Orientationd, ScaleIntensityRanged
@@ -26,10 +25,11 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from lib.configs.profiles import LABELS, Profile
 from lib.errors import InputError
 from lib.inference.backends import EAGER_BACKENDS, BackendOptions, ModelCache, PreparedModel, is_cuda, normalise_backend, prepare
-from lib.inference.fast_path import FastPathOptions, configure_threads, fast_pass, full_pass, restore_label
+from lib.inference.fast_path import FastPathOptions, configure_threads, fast_pass, full_pass
 from lib.networks.arch_code import ArchCode, ArchCodeError, load_arch_code
 from lib.networks.factory import CheckpointError, file_checksum, load_network
 from lib.transforms.load import InputLimits, LoadCTd, check_resampled_size
+from lib.transforms.restore import RestoreLabeld
 from lib.transforms.spacing import SafeSpacingd
 from lib.transforms.writer import normalise_extension, write_label
 
@@ -60,23 +60,6 @@ def _truthy(value) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on", "y", "t")
     return bool(value)
-
-
-class RestoreCroppedLabeld:
-    """``pred``: class scores of a box of the model grid (``pred_offset``) -> uint8 label on the input grid."""
-
-    def __init__(self, key: str = "pred", ref_key: str = "image"):
-        self.key, self.ref_key = key, ref_key
-
-    def __call__(self, data):
-        d = dict(data)
-        ref = d[self.ref_key]
-        d[self.key] = restore_label(
-            d[self.key], d.get(f"{self.key}_offset", (0, 0, 0)), np.asarray(ref.affine, dtype=np.float64),
-            d[f"{self.ref_key}_input_affine"], d[f"{self.ref_key}_input_shape"],
-        )
-        d[f"{self.key}_affine"] = d[f"{self.ref_key}_input_affine"]
-        return d
 
 
 # stitch on the GPU while the output buffer (scores + weight map) of the sliding window stays below this
@@ -240,7 +223,7 @@ class DiNTSPancreasInfer(BasicInferTask):
         return None  # the exact inversion happens in RestoreLabeld
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
-        return [Softmaxd("pred"), RestoreCroppedLabeld("pred", ref_key="image")]
+        return [Softmaxd("pred"), RestoreLabeld("pred", ref_key="image")]
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None):
         ext = normalise_extension(extension or data.get("result_extension"))

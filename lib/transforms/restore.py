@@ -1,10 +1,15 @@
 """Map the model-grid prediction back onto the input's exact voxel grid, slab by slab.
 
 The bundle inverts the full-resolution probability map with ``Invertd`` and then takes the argmax, which
-materialises C float channels at input resolution (about 1 GB for a 512x512x300 CT). Here each slab of
-input slices is sampled from the model-grid probabilities (trilinear) and reduced to its argmax at once,
-so only one slab of probabilities exists at a time and the result is ``uint8`` on the input grid, with the
-input's shape and affine whatever its orientation or spacing.
+materialises C float channels at input resolution (about 1 GB for a 512x512x300 CT) and costs seconds per
+volume. Here each slab of input slices is sampled from the model-grid probabilities (trilinear) and reduced to
+its argmax at once, so only one slab of probabilities exists at a time and the result is ``uint8`` on the input
+grid, with the input's shape and affine whatever its orientation or spacing.
+
+Most of a CT is background, and need not be sampled at all: trilinear sampling takes a convex combination of
+8 model voxels, so where background wins at all 8 (score_bg >= score_c at each) it wins in the combination
+too. :func:`restore_label` therefore samples only the input voxels whose 8 neighbours on the model grid touch
+a foreground component; the result is the same label as sampling every voxel, at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import MapTransform
+from scipy import ndimage
 
 SLAB_VOXELS = 8_000_000  # input voxels sampled per step: bounds the transient memory to ~0.2 GB for 3 classes
 
@@ -50,18 +55,66 @@ def resample_argmax(
     return out
 
 
-class RestoreLabeld(MapTransform):
-    """Replace ``pred`` (class scores on the model grid) by the uint8 label on the input grid."""
+def foreground_boxes(scores: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[lo, hi) voxel boxes of the foreground (argmax > 0) of ``scores`` (C, x, y, z), one per connected component
+    of the foreground grown by one voxel (so that neighbouring bits share a box)."""
+    fg = (scores.argmax(0) > 0).cpu().numpy()
+    if not fg.any():
+        return []
+    grown = ndimage.binary_dilation(fg, structure=np.ones((3, 3, 3), bool))
+    labels, _ = ndimage.label(grown)
+    return [(np.array([s.start for s in sl]), np.array([s.stop for s in sl])) for sl in ndimage.find_objects(labels)]
 
-    def __init__(self, keys="pred", ref_key: str = "image"):
-        super().__init__(keys)
-        self.ref_key = ref_key
+
+def restore_label(
+    scores: torch.Tensor,
+    offset,
+    model_affine: np.ndarray,
+    input_affine: np.ndarray,
+    input_shape,
+    slab_voxels: int = SLAB_VOXELS,
+) -> np.ndarray:
+    """uint8 label on the input grid from class scores of a box of the model grid starting at ``offset``.
+
+    The label :func:`resample_argmax` gives (trilinear, then argmax; outside the box background), computed only
+    for the input voxels whose trilinear support reaches a foreground component (see the module docstring).
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    shift = np.eye(4)
+    shift[:3, 3] = np.asarray(offset, dtype=np.float64)
+    box_affine = np.asarray(model_affine, dtype=np.float64) @ shift
+    to_input = np.linalg.inv(model_to_input_matrix(box_affine, input_affine))  # box index -> input index
+    out = np.zeros(input_shape, dtype=np.uint8)
+    for f_lo, f_hi in foreground_boxes(scores):
+        # an input voxel at box position u samples floor(u) and floor(u) + 1: it can leave the background only if
+        # u lies in [f_lo - 1, f_hi); map that box's corners to input indices (rounded outwards)
+        corners = np.array([[x, y, z, 1.0] for x in (f_lo[0] - 1.0, f_hi[0]) for y in (f_lo[1] - 1.0, f_hi[1])
+                            for z in (f_lo[2] - 1.0, f_hi[2])])
+        idx = (to_input @ corners.T)[:3].T
+        lo = np.clip(np.floor(idx.min(0)).astype(int), 0, input_shape)
+        hi = np.clip(np.ceil(idx.max(0)).astype(int) + 1, 0, input_shape)
+        if np.any(hi <= lo):
+            continue
+        sub = np.eye(4)
+        sub[:3, 3] = lo
+        sub_affine = np.asarray(input_affine, dtype=np.float64) @ sub
+        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = resample_argmax(
+            scores, box_affine, sub_affine, tuple(int(v) for v in hi - lo), slab_voxels)
+    return out
+
+
+class RestoreLabeld:
+    """``pred``: class scores of a box of the model grid (``pred_offset``) -> uint8 label on the input grid."""
+
+    def __init__(self, key: str = "pred", ref_key: str = "image"):
+        self.key, self.ref_key = key, ref_key
 
     def __call__(self, data):
         d = dict(data)
         ref = d[self.ref_key]
-        model_affine = np.asarray(ref.affine, dtype=np.float64)
-        for key in self.key_iterator(d):
-            d[key] = resample_argmax(d[key], model_affine, d[f"{self.ref_key}_input_affine"], d[f"{self.ref_key}_input_shape"])
-            d[f"{key}_affine"] = d[f"{self.ref_key}_input_affine"]
+        d[self.key] = restore_label(
+            d[self.key], d.get(f"{self.key}_offset", (0, 0, 0)), np.asarray(ref.affine, dtype=np.float64),
+            d[f"{self.ref_key}_input_affine"], d[f"{self.ref_key}_input_shape"],
+        )
+        d[f"{self.key}_affine"] = d[f"{self.ref_key}_input_affine"]
         return d
