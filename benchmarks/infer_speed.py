@@ -12,7 +12,8 @@
     coarse-to-fine fast path), writing its .nii.gz.
 
 Both use the same weights (default: the shipped cpu-profile weights) and the same volumes. Every
-(pipeline, volume) runs in a fresh subprocess so that its peak RSS (``ru_maxrss``) is its own; wall time is
+(pipeline, volume) runs in a fresh subprocess so that its peak RSS is its own (``VmHWM`` of /proc/self/status:
+``ru_maxrss`` would not do, Linux carries the parent's high-water mark over fork + exec); wall time is
 the pipeline from the file path to the written label (process start-up and the network load are excluded,
 as in a running server). Printed per volume and in total: time and ratio, peak RSS and ratio, Dice of each
 against the phantom's ground truth, and the Dice agreement between the two outputs. On a CUDA machine it
@@ -117,6 +118,18 @@ def run_ours(image, out, weights, arch_file, profile, conf=None):
     return seconds, result.get("inference", {})
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set since it started (exec), in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # other systems: may include the parent's
+
+
 def child_main(args) -> int:
     import logging
 
@@ -130,7 +143,7 @@ def child_main(args) -> int:
     profile = get_profile(args.profile)
     fn = run_bundle if args.child == "bundle" else run_ours
     seconds, info = fn(args.image, args.out, args.weights, args.arch_file, profile)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_bytes()
     print("RESULT " + json.dumps({"seconds": seconds, "peak_rss": peak, "info": info}))
     return 0
 
