@@ -99,6 +99,15 @@ def test_image_id_cannot_escape_studies_folder(server, client, image_id):
     assert_still_serving(server)
 
 
+@pytest.mark.parametrize("value", ["lots", 1.5, -0.1])
+def test_bad_component_fraction_is_400_before_any_work(server, client, value):
+    image_id, _ = sample_image(server)
+    with pytest.raises(MONAILabelClientException) as err:
+        client.infer("dints_pancreas", image_id, {"min_component_fraction": value})
+    assert "400" in err.value.msg and "min_component_fraction" in err.value.msg
+    assert_still_serving(server)
+
+
 def _upload(client, path: Path, params=None):
     return client.infer("dints_pancreas", "", params or {}, file=str(path))
 

@@ -68,6 +68,7 @@ class DiNTSPancreasConfig(TaskConfig):
         # fast inference (issue 4): backend, TensorRT engine cache, coarse-to-fine CPU path, threads
         from lib.inference.backends import BackendOptions, normalise_backend, normalise_precision
         from lib.inference.fast_path import FastPathOptions
+        from lib.transforms.components import DEFAULT_MIN_FRACTION
 
         self.backend = normalise_backend(conf.get("backend", "auto"))
         self.backend_options = BackendOptions(
@@ -83,6 +84,9 @@ class DiNTSPancreasConfig(TaskConfig):
             margin_mm=float(conf.get("fast_margin_mm", FastPathOptions.margin_mm)),
         )
         self.num_threads = int(conf.get("num_threads", 0))
+        self.min_component_fraction = float(conf.get("min_component_fraction", DEFAULT_MIN_FRACTION))
+        if not 0.0 <= self.min_component_fraction <= 1.0:
+            raise ValueError(f"--conf min_component_fraction must be from 0 to 1, got {self.min_component_fraction}")
         logger.info(
             f"{name}: profile {self.profile.name} (spacing {self.profile.spacing}, roi {self.profile.roi_size}, "
             f"overlap {self.profile.sw_overlap}); arch {self.arch_file}; weights {self.weights}"
@@ -109,6 +113,7 @@ class DiNTSPancreasConfig(TaskConfig):
             backend_options=self.backend_options,
             fast_path=self.fast_path,
             num_threads=self.num_threads,
+            min_component_fraction=self.min_component_fraction,
         )
         return {self.name: task}
 

@@ -2,9 +2,9 @@
 
 Pipeline: load + validate -> channel first -> RAS -> model spacing -> HU -87..199 to 0..1 -> sliding
 window (Gaussian blending; by default the coarse-to-fine fast path of :mod:`lib.inference.fast_path`)
--> softmax -> resample back to the input's exact grid + argmax -> uint8 label, written as ``.nii.gz`` or
-``.nrrd``. The network runs on the backend chosen with ``--conf backend`` (:mod:`lib.inference.backends`;
-per request with ``"backend"``). The network is rebuilt from the weights file whenever that file changes
+-> softmax -> small stray components dropped (``--conf min_component_fraction``) -> resample back to the
+input's exact grid + argmax -> uint8 label, written as ``.nii.gz`` or ``.nrrd``. The network runs on the
+backend chosen with ``--conf backend`` (:mod:`lib.inference.backends`; per request with ``"backend"``). The network is rebuilt from the weights file whenever that file changes
 on disk, so a model published by training is used by the next request without a restart (and compiled
 backends / TensorRT engines are rebuilt for it).
 """
@@ -29,6 +29,7 @@ from lib.inference.fast_path import FastPathOptions, configure_threads, fast_pas
 from lib.networks.arch_code import ArchCode, ArchCodeError, load_arch_code
 from lib.networks.factory import CheckpointError, file_checksum, load_network
 from lib.transforms.load import InputLimits, LoadCTd, check_resampled_size
+from lib.transforms.components import DEFAULT_MIN_FRACTION, DropSmallComponentsd
 from lib.transforms.restore import RestoreLabeld
 from lib.transforms.spacing import SafeSpacingd
 from lib.transforms.writer import normalise_extension, write_label
@@ -79,6 +80,7 @@ class DiNTSPancreasInfer(BasicInferTask):
         backend_options: BackendOptions | None = None,
         fast_path: FastPathOptions | None = None,
         num_threads: int = 0,
+        min_component_fraction: float = DEFAULT_MIN_FRACTION,
         description: str = "DiNTS segmentation of the pancreas and pancreatic tumour in CT",
         **kwargs,
     ):
@@ -97,6 +99,7 @@ class DiNTSPancreasInfer(BasicInferTask):
                 "result_extension": ".nii.gz",
                 "backend": normalise_backend(backend),
                 "fast_path": (fast_path or FastPathOptions()).enabled,
+                "min_component_fraction": float(min_component_fraction),
             },
             **kwargs,
         )
@@ -110,6 +113,7 @@ class DiNTSPancreasInfer(BasicInferTask):
             roi_size=tuple(profile.roi_size), sw_batch_size=profile.sw_batch_size)
         self.fast_path = fast_path or FastPathOptions()
         self.num_threads = int(num_threads or 0)
+        self.min_component_fraction = float(min_component_fraction)
         self._models = ModelCache()
 
     # ---- model -----------------------------------------------------------------------------------
@@ -223,7 +227,8 @@ class DiNTSPancreasInfer(BasicInferTask):
         return None  # the exact inversion happens in RestoreLabeld
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
-        return [Softmaxd("pred"), RestoreLabeld("pred", ref_key="image")]
+        fraction = self.component_fraction(data or {})
+        return [Softmaxd("pred"), DropSmallComponentsd("pred", fraction), RestoreLabeld("pred", ref_key="image")]
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None):
         ext = normalise_extension(extension or data.get("result_extension"))
@@ -243,6 +248,17 @@ class DiNTSPancreasInfer(BasicInferTask):
             result["inference"] = data["inference"]
         return path, result
 
+    def component_fraction(self, request: dict) -> float:
+        """``min_component_fraction`` of the request (default ``--conf``), checked: 0..1."""
+        value = request.get("min_component_fraction", self.min_component_fraction)
+        try:
+            fraction = float(value)
+        except (TypeError, ValueError):
+            fraction = float("nan")
+        if not 0.0 <= fraction <= 1.0:
+            raise InputError(f"min_component_fraction must be a number from 0 to 1, got {value!r}", 400)
+        return fraction
+
     def __call__(self, request, callbacks=None):
         try:
             ext = request.get("result_extension")
@@ -250,4 +266,5 @@ class DiNTSPancreasInfer(BasicInferTask):
                 normalise_extension(ext)
         except ValueError as exc:
             raise InputError(str(exc), 400) from exc
+        self.component_fraction(request)  # refuse a bad value before the work, not after it
         return super().__call__(request, callbacks)
