@@ -274,6 +274,7 @@ def main(argv=None) -> int:
     args.channel_mul = profile.channel_mul
     if args.child:
         return child_main(args)
+    sys.stdout.reconfigure(line_buffering=True)  # each volume's figures as soon as they are measured
 
     import platform
 

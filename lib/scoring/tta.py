@@ -40,7 +40,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
-from lib.inference.fast_path import ceil_to_multiple
+from lib.inference.fast_path import ceil_to_multiple, mask_box
 
 SCORE_VERSION = 1
 
@@ -67,17 +67,6 @@ class TTAOptions:
     def key(self) -> dict:
         """What makes two scores comparable (with the model checksum and the spacing)."""
         return {"version": SCORE_VERSION, **asdict(self)}
-
-
-def _mask_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    if not mask.any():
-        return None
-    lo, hi = [], []
-    for a in range(3):
-        idx = np.nonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))[0]
-        lo.append(idx.min())
-        hi.append(idx.max() + 1)
-    return np.asarray(lo), np.asarray(hi)
 
 
 def _fit_box(center: np.ndarray, size: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,14 +96,14 @@ def localise(net: Callable, image: torch.Tensor, spacing, opts: TTAOptions) -> t
     """ROI [lo, hi) on the model grid around what the network calls pancreas/tumour; ``found`` flag."""
     shape = np.asarray(image.shape[1:])
     spacing = np.asarray(spacing, dtype=float)
-    body = _mask_box((image[0] > opts.body_threshold).numpy())
+    body = mask_box(image[0] > opts.body_threshold)
     if body is None:
         body = (np.zeros(3, int), shape)
     blo, bhi = body
     crop = image[:, blo[0]:bhi[0], blo[1]:bhi[1], blo[2]:bhi[2]]
     probs = _predict(net, crop, opts.localise_roi, max_voxels=opts.localise_max_voxels)
-    fg = (probs.argmax(0) > 0).numpy()
-    box = _mask_box(fg)
+    fg = probs.argmax(0) > 0
+    box = mask_box(fg)
     found = box is not None
     margin = np.ceil(opts.margin_mm / spacing).astype(int)
     if found:

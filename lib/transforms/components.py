@@ -20,24 +20,30 @@ _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connected
 DEFAULT_MIN_FRACTION = 0.25
 
 
-def drop_small_components(scores: torch.Tensor, min_fraction: float = DEFAULT_MIN_FRACTION) -> tuple[torch.Tensor, int]:
-    """``scores`` (C, x, y, z; channel 0 background) with the foreground classes zeroed in every connected
-    component of the argmax foreground with fewer than ``min_fraction`` x the largest one's voxels; returns the
-    scores and the number of components dropped. ``min_fraction`` 0 keeps everything, 1 only the largest."""
-    fg = (scores.argmax(0) > 0).cpu().numpy()
+def small_components(fg: np.ndarray, min_fraction: float = DEFAULT_MIN_FRACTION) -> tuple[np.ndarray, int]:
+    """Mask of the voxels of ``fg`` (boolean x, y, z) in connected components with fewer than ``min_fraction`` x
+    the largest component's voxels, and how many such components there are."""
     components, n = ndimage.label(fg, structure=_CONNECTIVITY)
     if n <= 1 or min_fraction <= 0:
-        return scores, 0
+        return np.zeros(fg.shape, dtype=bool), 0
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     small = sizes < float(min_fraction) * sizes.max()
     small[0] = False
-    if not small.any():
+    return small[components], int(small.sum())
+
+
+def drop_small_components(scores: torch.Tensor, min_fraction: float = DEFAULT_MIN_FRACTION) -> tuple[torch.Tensor, int]:
+    """``scores`` (C, x, y, z; channel 0 background, softmax probabilities) with the foreground classes zeroed in
+    every connected component of the argmax foreground with fewer than ``min_fraction`` x the largest one's
+    voxels; returns the scores and the number of components dropped. ``min_fraction`` 0 keeps everything, 1 only
+    the largest."""
+    drop, n = small_components((scores.argmax(0) > 0).cpu().numpy(), min_fraction)
+    if n == 0:
         return scores, 0
-    drop = small[components]
     scores = scores.clone()
     scores[1:, torch.from_numpy(drop).to(scores.device)] = 0.0  # background (>= 0 after softmax) wins there
-    return scores, int(small.sum())
+    return scores, n
 
 
 class DropSmallComponentsd:
