@@ -68,7 +68,7 @@ class DiNTSPancreasConfig(TaskConfig):
         # fast inference (issue 4): backend, TensorRT engine cache, coarse-to-fine CPU path, threads
         from lib.inference.backends import BackendOptions, normalise_backend, normalise_precision
         from lib.inference.fast_path import FastPathOptions
-        from lib.transforms.components import DEFAULT_MIN_FRACTION
+        from lib.transforms.components import DEFAULT_MIN_FRACTION, parse_min_fraction
 
         self.backend = normalise_backend(conf.get("backend", "auto"))
         self.backend_options = BackendOptions(
@@ -78,14 +78,11 @@ class DiNTSPancreasConfig(TaskConfig):
             batch_range=(1, int(conf.get("trt_max_batch", 8))),
             engine_dir=str(resolve(conf["engine_dir"], model_dir)) if conf.get("engine_dir") else None,
         )
-        self.min_component_fraction = float(conf.get("min_component_fraction", DEFAULT_MIN_FRACTION))
-        if not 0.0 <= self.min_component_fraction <= 1.0:
-            raise ValueError(f"--conf min_component_fraction must be from 0 to 1, got {self.min_component_fraction}")
+        self.min_component_fraction = parse_min_fraction(conf.get("min_component_fraction", DEFAULT_MIN_FRACTION))
         self.fast_path = FastPathOptions(
             enabled=strtobool(conf.get("fast_path", "true")),
             fine_overlap=float(conf["fine_overlap"]) if "fine_overlap" in conf else None,
             margin_mm=float(conf.get("fast_margin_mm", FastPathOptions.margin_mm)),
-            min_component_fraction=self.min_component_fraction,
         )
         self.num_threads = int(conf.get("num_threads", 0))
         logger.info(

@@ -53,9 +53,6 @@ class FastPathOptions:
     # the coarse pass only pays where the full grid has many windows (small overlap on a 2 mm grid: a few per
     # axis, and the pancreas region touches them all); below this count only air windows are skipped
     coarse_min_windows: int = 28
-    # the fine box is placed around the coarse pass's foreground without its stray components (fewer voxels than
-    # this fraction of the largest), which the post-processing would drop anyway (``--conf min_component_fraction``)
-    min_component_fraction: float = DEFAULT_MIN_FRACTION
 
 
 @dataclass
@@ -220,10 +217,13 @@ def fast_pass(
     sw_device=None,
     any_shape: bool = False,
     out_channels: int = 3,
+    min_component_fraction: float = DEFAULT_MIN_FRACTION,
 ) -> ModelGridScores:
     """Coarse-to-fine inference of ``image`` (C_in, x, y, z) on the model grid; see the module docstring.
 
-    ``any_shape``: ``forward`` accepts any input size (eager backends), so the coarse pass may be one window."""
+    ``any_shape``: ``forward`` accepts any input size (eager backends), so the coarse pass may be one window.
+    ``min_component_fraction``: the fine box ignores the coarse pass's foreground components smaller than this
+    fraction of the largest, which the post-processing (the same fraction) would drop anyway."""
     opts = opts or FastPathOptions()
     start = time.time()
     shape = np.asarray(image.shape[1:])
@@ -245,7 +245,7 @@ def fast_pass(
         window, batch = (whole, 1) if one_window else (roi, sw_batch_size)
         coarse = sliding_window(body, forward, window, batch, opts.coarse_overlap, "constant", device, sw_device)
         fg = coarse.argmax(0) > 0
-        stray, _ = small_components(fg.cpu().numpy(), opts.min_component_fraction)
+        stray, _ = small_components(fg.cpu().numpy(), min_component_fraction)
         fg &= ~torch.from_numpy(stray).to(fg.device)
         stats.update(body_box=[b_lo.tolist(), b_hi.tolist()], coarse_seconds=round(time.time() - start, 2),
                      coarse_windows=1 if one_window else _window_count(b_hi - b_lo, roi, opts.coarse_overlap))

@@ -4,9 +4,10 @@ Pipeline: load + validate -> channel first -> RAS -> model spacing -> HU -87..19
 window (Gaussian blending; by default the coarse-to-fine fast path of :mod:`lib.inference.fast_path`)
 -> softmax -> small stray components dropped (``--conf min_component_fraction``) -> resample back to the
 input's exact grid + argmax -> uint8 label, written as ``.nii.gz`` or ``.nrrd``. The network runs on the
-backend chosen with ``--conf backend`` (:mod:`lib.inference.backends`; per request with ``"backend"``). The network is rebuilt from the weights file whenever that file changes
-on disk, so a model published by training is used by the next request without a restart (and compiled
-backends / TensorRT engines are rebuilt for it).
+backend chosen with ``--conf backend`` (:mod:`lib.inference.backends`; per request with ``"backend"``). The
+network is rebuilt from the weights file whenever that file changes on disk, so a model published by
+training is used by the next request without a restart (and compiled backends / TensorRT engines are
+rebuilt for it).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lib.inference.fast_path import FastPathOptions, configure_threads, fast_pas
 from lib.networks.arch_code import ArchCode, ArchCodeError, load_arch_code
 from lib.networks.factory import CheckpointError, file_checksum, load_network
 from lib.transforms.load import InputLimits, LoadCTd, check_resampled_size
-from lib.transforms.components import DEFAULT_MIN_FRACTION, DropSmallComponentsd
+from lib.transforms.components import DEFAULT_MIN_FRACTION, DropSmallComponentsd, parse_min_fraction
 from lib.transforms.restore import RestoreLabeld
 from lib.transforms.spacing import SafeSpacingd
 from lib.transforms.writer import normalise_extension, write_label
@@ -191,7 +192,8 @@ class DiNTSPancreasInfer(BasicInferTask):
         use_fast = _truthy(data.get("fast_path", self.fast_path.enabled))
         if use_fast:
             result = fast_pass(image, model.forward, self.roi_size, sw_batch, overlap, self.profile.spacing,
-                               self.fast_path, device=stitch, sw_device=sw_device, any_shape=model.backend in EAGER_BACKENDS)
+                               self.fast_path, device=stitch, sw_device=sw_device, any_shape=model.backend in EAGER_BACKENDS,
+                               min_component_fraction=self.component_fraction(data))
         else:
             result = full_pass(image, model.forward, self.roi_size, sw_batch, overlap, device=stitch, sw_device=sw_device)
         if is_cuda(device):
@@ -250,14 +252,10 @@ class DiNTSPancreasInfer(BasicInferTask):
 
     def component_fraction(self, request: dict) -> float:
         """``min_component_fraction`` of the request (default ``--conf``), checked: 0..1."""
-        value = request.get("min_component_fraction", self.min_component_fraction)
         try:
-            fraction = float(value)
-        except (TypeError, ValueError):
-            fraction = float("nan")
-        if not 0.0 <= fraction <= 1.0:
-            raise InputError(f"min_component_fraction must be a number from 0 to 1, got {value!r}", 400)
-        return fraction
+            return parse_min_fraction(request.get("min_component_fraction", self.min_component_fraction))
+        except ValueError as exc:
+            raise InputError(str(exc), 400) from exc
 
     def __call__(self, request, callbacks=None):
         try:

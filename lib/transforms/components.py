@@ -20,6 +20,17 @@ _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connected
 DEFAULT_MIN_FRACTION = 0.25
 
 
+def parse_min_fraction(value) -> float:
+    """``min_component_fraction`` as given in ``--conf`` or a request, as a float in 0..1 (else ValueError)."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = float("nan")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"min_component_fraction must be a number from 0 to 1, got {value!r}")
+    return fraction
+
+
 def small_components(fg: np.ndarray, min_fraction: float = DEFAULT_MIN_FRACTION) -> tuple[np.ndarray, int]:
     """Mask of the voxels of ``fg`` (boolean x, y, z) in connected components with fewer than ``min_fraction`` x
     the largest component's voxels, and how many such components there are."""
