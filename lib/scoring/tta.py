@@ -41,6 +41,7 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from lib.inference.fast_path import ceil_to_multiple, mask_box
+from lib.transforms.scores import foreground
 
 SCORE_VERSION = 1
 
@@ -102,7 +103,7 @@ def localise(net: Callable, image: torch.Tensor, spacing, opts: TTAOptions) -> t
     blo, bhi = body
     crop = image[:, blo[0]:bhi[0], blo[1]:bhi[1], blo[2]:bhi[2]]
     probs = _predict(net, crop, opts.localise_roi, max_voxels=opts.localise_max_voxels)
-    fg = probs.argmax(0) > 0
+    fg = foreground(probs)
     box = mask_box(fg)
     found = box is not None
     margin = np.ceil(opts.margin_mm / spacing).astype(int)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from lib.transforms.scores import foreground
+
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connected
 DEFAULT_MIN_FRACTION = 0.25
 
@@ -31,17 +33,34 @@ def parse_min_fraction(value) -> float:
     return fraction
 
 
+def bounding_slices(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of a boolean mask grown by ``margin`` voxels (inside the array), None if empty.
+    Labelling or dilating only this box gives the same answer as the whole grid, which is mostly background."""
+    slices = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        slices.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(slices)
+
+
 def small_components(fg: np.ndarray, min_fraction: float = DEFAULT_MIN_FRACTION) -> tuple[np.ndarray, int]:
     """Mask of the voxels of ``fg`` (boolean x, y, z) in connected components with fewer than ``min_fraction`` x
     the largest component's voxels, and how many such components there are."""
-    components, n = ndimage.label(fg, structure=_CONNECTIVITY)
-    if n <= 1 or min_fraction <= 0:
-        return np.zeros(fg.shape, dtype=bool), 0
+    out = np.zeros(fg.shape, dtype=bool)
+    box = bounding_slices(fg)
+    if box is None or min_fraction <= 0:
+        return out, 0
+    components, n = ndimage.label(fg[box], structure=_CONNECTIVITY)
+    if n <= 1:
+        return out, 0
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     small = sizes < float(min_fraction) * sizes.max()
     small[0] = False
-    return small[components], int(small.sum())
+    out[box] = small[components]
+    return out, int(small.sum())
 
 
 def drop_small_components(scores: torch.Tensor, min_fraction: float = DEFAULT_MIN_FRACTION) -> tuple[torch.Tensor, int]:
@@ -49,11 +68,11 @@ def drop_small_components(scores: torch.Tensor, min_fraction: float = DEFAULT_MI
     every connected component of the argmax foreground with fewer than ``min_fraction`` x the largest one's
     voxels; returns the scores and the number of components dropped. ``min_fraction`` 0 keeps everything, 1 only
     the largest."""
-    drop, n = small_components((scores.argmax(0) > 0).cpu().numpy(), min_fraction)
+    drop, n = small_components(foreground(scores).cpu().numpy(), min_fraction)
     if n == 0:
         return scores, 0
     scores = scores.clone()
-    scores[1:, torch.from_numpy(drop).to(scores.device)] = 0.0  # background (>= 0 after softmax) wins there
+    scores[1:].masked_fill_(torch.from_numpy(drop).to(scores.device), 0.0)  # background (>= 0 after softmax) wins
     return scores, n
 
 

@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from lib.transforms.components import bounding_slices
+from lib.transforms.scores import class_argmax, foreground
+
 SLAB_VOXELS = 8_000_000  # input voxels sampled per step: bounds the transient memory to ~0.2 GB for 3 classes
 
 
@@ -51,19 +54,21 @@ def resample_argmax(
         grid = torch.stack((coords[2], coords[1], coords[0]), dim=-1)  # (X, Y, k, 3) as (W, H, D) order
         grid = (2.0 * grid / norm - 1.0).to(scores.dtype).unsqueeze(0).to(scores.device)
         sampled = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
-        out[:, :, z0 : z0 + len(ks)] = sampled.argmax(dim=0).to(torch.uint8).cpu().numpy()
+        out[:, :, z0 : z0 + len(ks)] = class_argmax(sampled).cpu().numpy()
     return out
 
 
 def foreground_boxes(scores: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
     """[lo, hi) voxel boxes of the foreground (argmax > 0) of ``scores`` (C, x, y, z), one per connected component
     of the foreground grown by one voxel (so that neighbouring bits share a box)."""
-    fg = (scores.argmax(0) > 0).cpu().numpy()
-    if not fg.any():
+    fg = foreground(scores).cpu().numpy()
+    box = bounding_slices(fg, margin=1)  # the dilation reaches one voxel beyond the foreground, no further
+    if box is None:
         return []
-    grown = ndimage.binary_dilation(fg, structure=np.ones((3, 3, 3), bool))
+    grown = ndimage.binary_dilation(fg[box], structure=np.ones((3, 3, 3), bool))
     labels, _ = ndimage.label(grown)
-    return [(np.array([s.start for s in sl]), np.array([s.stop for s in sl])) for sl in ndimage.find_objects(labels)]
+    lo = np.array([s.start for s in box])
+    return [(lo + [s.start for s in sl], lo + [s.stop for s in sl]) for sl in ndimage.find_objects(labels)]
 
 
 def restore_label(
