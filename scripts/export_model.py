@@ -3,10 +3,11 @@
 
     python scripts/export_model.py                                  # TorchScript of the cpu profile's weights
     python scripts/export_model.py --format tensorrt --profile gpu --precision fp16 --dynamic_batchsize 1,4,8
+    python scripts/export_model.py --format aot                     # the CPU's compiled package (minutes)
 
 Without ``--output`` the file goes to the engine cache next to the weights (``model/engines/``), named by
 a key of weights checksum, precision, batch range, window size, device and library versions: the server
-(``--conf backend torchscript|tensorrt``) loads it instead of building it. TensorRT needs CUDA and the
+(``--conf backend torchscript|tensorrt``; ``aot`` also for ``auto`` on the CPU) loads it instead of building it. TensorRT needs CUDA and the
 optional GPU extra (``pip install -r requirements-gpu.txt``).
 """
 
@@ -27,7 +28,8 @@ def main(argv=None) -> int:
     from lib.inference.export import export_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--format", default="torchscript", choices=["torchscript", "tensorrt"])
+    p.add_argument("--format", default="torchscript", choices=["torchscript", "tensorrt", "aot"],
+                   help="aot: the CPU's compiled package (AOTInductor .pt2) that --conf backend auto/aot loads")
     p.add_argument("--profile", default=None, help="cpu or gpu (default: from the hardware)")
     p.add_argument("--model_dir", default=os.path.join(ROOT, "model"))
     p.add_argument("--weights", default=None, help="default: the profile's trained weights if present, else its pretrained")
@@ -52,7 +54,8 @@ def main(argv=None) -> int:
     roi = (args.roi_size,) * 3 if args.roi_size else tuple(profile.roi_size)
     path = export_model(
         weights, args.format, arch_file, args.channel_mul or profile.channel_mul, args.precision, roi,
-        (lo, hi), opt, args.output, args.device, verify=not args.no_verify,
+        (lo, hi), profile.sw_batch_size if args.format == "aot" else opt, args.output, args.device,
+        verify=not args.no_verify,
     )
     print(path)
     return 0

@@ -26,9 +26,10 @@ def free_port() -> int:
 class Server:
     def __init__(self, studies: Path, conf: dict[str, str] | None = None, log_path: Path | None = None, env=None):
         self.studies = Path(studies)
-        # background scoring (on by default in the app) would compete for the CPU with what a test measures;
-        # the active-learning tests switch it on themselves
-        self.conf = {"auto_scoring": "false", **(conf or {})}
+        # background scoring and the background build of the compiled CPU network (both on by default in the app)
+        # would compete for the CPU with what a test measures; the active-learning tests switch scoring on
+        # themselves, the build is tested in test_backends.py
+        self.conf = {"auto_scoring": "false", "background_compile": "false", **(conf or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or (self.studies.parent / f"server_{self.port}.log")

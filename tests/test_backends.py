@@ -201,3 +201,73 @@ def test_new_weights_rebuild_the_backend(tmp_path):
     second = task.get_model("cpu", "torchscript")
     assert second is not first and second.engine_file != first.engine_file
     assert len(list((tmp_path / "engines").glob("w.torchscript.*.ts"))) == 1  # the stale one was removed
+
+
+def test_cpu_auto_builds_the_compiled_package_in_the_background_then_uses_it(files, torch_label, tmp_path):
+    """CPU ``auto``: the first request runs eagerly while a low-priority process builds the AOTInductor package;
+    once it is there, requests run on it, with the eager label; a later process loads it without a rebuild."""
+    import shutil
+    import time
+
+    weights = shutil.copy(files[0], tmp_path / "w.pt")
+    image = files[1]
+    task = tiny_task(weights, background_compile=True)
+    label, result = infer(task, image, fast_path=False)
+    info = result["inference"]
+    assert info["backend"] == "torch" and info["requested"] == "auto" and "background" in info["note"], info
+    np.testing.assert_array_equal(label, torch_label)
+    package = B.aot_package_path(weights, file_checksum(weights), task.backend_options)
+    assert package.startswith(str(tmp_path / "engines")) and package.endswith(".pt2")
+    assert task._builds.wait(package, timeout=600), open(f"{package}.log").read()
+
+    label, result = infer(task, image, fast_path=False)
+    info = result["inference"]
+    assert info["backend"] == "aot" and info["requested"] == "auto" and info["engine_file"] == package.split("/")[-1], info
+    assert "note" not in info
+    assert (label == torch_label).mean() > 0.999
+    # the fast path too (the coarse pass, if any, runs on the eager network; the windows on the package)
+    label_fast, result = infer(task, image)
+    assert result["inference"]["backend"] == "aot"
+    assert (label_fast == torch_label).mean() > 0.999
+
+    # another process (a restarted server) loads the file: no build, a fraction of a second
+    start = time.time()
+    prepared = B.prepare(tiny_task(weights)._get_network("cpu", None), "aot", "cpu", task.backend_options,
+                         weights_path=weights, checksum=file_checksum(weights))
+    assert prepared.backend == "aot" and prepared.engine_file == package and time.time() - start < 10
+    with torch.no_grad():
+        x = torch.rand(2, 1, *ROI)
+        torch.testing.assert_close(prepared.forward(x), task._get_network("cpu", None)(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(prepared.forward(x[:1]), task._get_network("cpu", None)(x[:1]), rtol=1e-4, atol=1e-5)
+        x5 = torch.rand(5, 1, *ROI)  # a request's larger sw_batch_size: chunks of the package's batch, last one padded
+        torch.testing.assert_close(prepared.forward(x5), task._get_network("cpu", None)(x5), rtol=1e-4, atol=1e-5)
+
+
+def test_failed_background_build_is_reported_once_and_stays_eager(files, tmp_path, caplog):
+    from lib.inference.aot_package import BackgroundBuilds
+
+    builds = BackgroundBuilds()
+    target = str(tmp_path / "engines" / "missing.aot.fp32.x.pt2")
+    with caplog.at_level(logging.WARNING, logger="lib.inference.aot_package"):
+        assert builds.start(target, str(tmp_path / "missing.pt"), None, 0.125, ROI, 2)
+        assert not builds.wait(target, timeout=300)
+    assert "weights file not found" in builds.failed[target], builds.failed
+    assert not builds.start(target, str(tmp_path / "missing.pt"), None, 0.125, ROI, 2)  # not retried
+    lines = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(lines) == 1 and "staying on eager" in lines[0], lines
+    assert not (tmp_path / "engines" / "missing.aot.fp32.x.pt2").exists()
+
+
+def test_exported_cpu_package_is_used_by_auto_without_a_build(files, torch_label, tmp_path):
+    import shutil
+
+    from lib.inference.export import export_model
+
+    weights = shutil.copy(files[0], tmp_path / "w.pt")
+    path = export_model(weights, "aot", channel_mul=0.125, roi_size=ROI, opt_batch=2, device="cpu")
+    assert path.startswith(str(tmp_path / "engines")) and path.endswith(".pt2")
+    task = tiny_task(weights, background_compile=True)
+    label, result = infer(task, files[1], fast_path=False)
+    assert result["inference"]["backend"] == "aot" and result["inference"]["engine_file"] == path.split("/")[-1]
+    assert not task._builds.running(path) and not task._builds.failed
+    assert (label == torch_label).mean() > 0.999

@@ -67,8 +67,21 @@ class DiNTSPancreasApp(MONAILabelApp):
     def on_init_complete(self):
         super().on_init_complete()
         self._start_scoring_watch()
+        self._warm_up_infer()
         if getattr(self, "auto_trainer", None) is not None and self.auto_trainer.enabled:
             self.auto_trainer.remember(self.datastore())
+
+    def _warm_up_infer(self) -> None:
+        """Load the network now, and on the CPU start building its compiled package (``background_compile``)."""
+        task = self._infers.get(MODEL_NAME)
+        if task is None or not hasattr(task, "warm_up"):
+            return
+        try:
+            import torch
+
+            task.warm_up("cuda" if torch.cuda.is_available() else "cpu")
+        except Exception as exc:  # e.g. no weights yet: the first /infer reports it properly
+            logger.warning(f"Model warm-up skipped: {exc}")
 
     def on_save_label(self, image_id, label_id):
         res = super().on_save_label(image_id, label_id) or {}

@@ -85,6 +85,7 @@ class DiNTSPancreasConfig(TaskConfig):
             margin_mm=float(conf.get("fast_margin_mm", FastPathOptions.margin_mm)),
         )
         self.num_threads = int(conf.get("num_threads", 0))
+        self.background_compile = strtobool(conf.get("background_compile", "true"))
         logger.info(
             f"{name}: profile {self.profile.name} (spacing {self.profile.spacing}, roi {self.profile.roi_size}, "
             f"overlap {self.profile.sw_overlap}); arch {self.arch_file}; weights {self.weights}"
@@ -112,6 +113,7 @@ class DiNTSPancreasConfig(TaskConfig):
             fast_path=self.fast_path,
             num_threads=self.num_threads,
             min_component_fraction=self.min_component_fraction,
+            background_compile=self.background_compile,
         )
         return {self.name: task}
 

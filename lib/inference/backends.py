@@ -7,6 +7,9 @@
                (``mode="reduce-overhead"``) since the sliding window always feeds one static batch shape.
                Compiled once per (weights, device) and kept for later requests; inductor's own on-disk cache
                (``TORCHINDUCTOR_CACHE_DIR``) makes a restarted server compile faster.
+``aot``        CPU only: the same inductor kernels compiled ahead of time into a package file (AOTInductor, ``.pt2``,
+               :mod:`lib.inference.aot_package`), cached in the engine cache like TorchScript/TensorRT and loaded
+               in well under a second by later processes. Built in the request that first needs it (minutes).
 ``torchscript`` ``torch.jit.trace`` of the network (DiNTS does not script, MONAI issue #6079), saved in the
                engine cache and reloaded by later processes.
 ``tensorrt``   ``torch-tensorrt`` (traced, TorchScript IR, like the bundle's ``trt_export``), fp16 or fp32,
@@ -14,11 +17,12 @@
                next to the weights, keyed by weights checksum, precision, batch range, window size, device
                and library versions, so a new model (e.g. published by training) or an upgrade rebuilds it.
 ``auto``       ``tensorrt`` (fp16) where CUDA and torch-tensorrt are present, else ``compile`` (AMP) on CUDA,
-               else ``torch`` (the CPU path).
+               else the CPU path: ``aot`` when its package for these weights is in the cache, ``torch`` until
+               then (the infer task builds the package in a background process, ``--conf background_compile``).
 =============  ===============================================================================================
 
 Whatever fails (no CUDA, package missing, a failed build or load), :func:`prepare` logs one line saying why and
-falls back (``tensorrt`` -> ``compile``/AMP on CUDA or ``torch`` on CPU; ``compile``/``torchscript`` -> ``torch``);
+falls back (``tensorrt`` -> ``compile``/AMP on CUDA or ``torch`` on CPU; ``compile``/``aot``/``torchscript`` -> ``torch``);
 a request never fails because of its backend.
 """
 
@@ -43,7 +47,7 @@ from lib.inference.static_dints import static_network
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "amp", "compile", "torchscript", "tensorrt")
+BACKENDS = ("auto", "torch", "amp", "compile", "aot", "torchscript", "tensorrt")
 EAGER_BACKENDS = ("torch", "amp")  # run any input shape as is (compiled and traced ones are built for the window)
 PRECISIONS = ("fp32", "fp16")
 DEFAULT_BATCH_RANGE = (1, 8)
@@ -56,7 +60,7 @@ class BackendUnavailable(RuntimeError):
 def normalise_backend(name: str | None) -> str:
     value = (name or "auto").strip().lower().replace("-", "").replace("_", "")
     aliases = {"trt": "tensorrt", "jit": "torchscript", "ts": "torchscript", "eager": "torch", "cpu": "torch",
-               "inductor": "compile", "torchcompile": "compile"}
+               "inductor": "compile", "torchcompile": "compile", "aotinductor": "aot", "pt2": "aot"}
     value = aliases.get(value, value)
     if value not in BACKENDS:
         raise ValueError(f"unknown backend '{name}': choose one of {', '.join(BACKENDS)}")
@@ -139,15 +143,15 @@ def engine_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def engine_path(engine_dir: str, weights_path: str, backend: str, precision: str, key: str) -> str:
+def engine_path(engine_dir: str, weights_path: str, backend: str, precision: str, key: str, ext: str = ".ts") -> str:
     stem = os.path.basename(weights_path).split(".")[0]
-    return os.path.join(engine_dir, f"{stem}.{backend}.{precision}.{key}.ts")
+    return os.path.join(engine_dir, f"{stem}.{backend}.{precision}.{key}{ext}")
 
 
-def prune_engines(engine_dir: str, weights_path: str, backend: str, precision: str, keep: str) -> None:
+def prune_engines(engine_dir: str, weights_path: str, backend: str, precision: str, keep: str, ext: str = ".ts") -> None:
     """Remove this weights file's stale engines of the same backend/precision (old weights, old libraries)."""
     stem = os.path.basename(weights_path).split(".")[0]
-    for old in glob.glob(os.path.join(engine_dir, f"{stem}.{backend}.{precision}.*.ts")):
+    for old in glob.glob(os.path.join(engine_dir, f"{stem}.{backend}.{precision}.*{ext}")):
         if os.path.abspath(old) != os.path.abspath(keep):
             try:
                 os.remove(old)
@@ -193,17 +197,21 @@ class AutocastModel(nn.Module):
 
 
 class FixedBatch:
-    """Pads every batch to ``batch`` items, so compiled models (CUDA graphs, TensorRT) always see one shape."""
+    """Feeds the model batches of exactly ``batch`` items (larger ones in chunks, the last one padded), so compiled
+    models (CUDA graphs, TensorRT, the CPU package) always see one shape, whatever ``sw_batch_size`` a request asks."""
 
     def __init__(self, model: Callable, batch: int):
         self.model, self.batch = model, int(batch)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        if n >= self.batch:
-            return self.model(x).float()
-        pad = x.new_zeros((self.batch - n, *x.shape[1:]))
-        return self.model(torch.cat([x, pad], 0))[:n].float()
+        outs = []
+        for i in range(0, x.shape[0], self.batch):
+            chunk = x[i:i + self.batch]
+            n = chunk.shape[0]
+            if n < self.batch:
+                chunk = torch.cat([chunk, chunk.new_zeros((self.batch - n, *chunk.shape[1:]))], 0)
+            outs.append(self.model(chunk)[:n].float())
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 
 @dataclass
@@ -226,6 +234,8 @@ class PreparedModel:
             out["fallback_reason"] = self.fallback_reason
         if self.engine_file:
             out["engine_file"] = os.path.basename(self.engine_file)
+        if self.info.get("note"):
+            out["note"] = self.info["note"]
         return out
 
 
@@ -247,9 +257,8 @@ def _build_torch(net, device, amp: bool) -> tuple[Callable, str]:
     return net, "fp32"
 
 
-def _check_inductor(device) -> None:
-    if is_cuda(device):
-        return
+def check_cpu_compiler() -> None:
+    """Inductor on the CPU writes C++ and needs a compiler to build it."""
     import shutil
 
     from torch._inductor import config as inductor_config
@@ -257,7 +266,50 @@ def _check_inductor(device) -> None:
     cxx = inductor_config.cpp.cxx
     names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
     if not any(shutil.which(c) for c in names + ["g++", "c++", "clang++"]):
-        raise BackendUnavailable("torch.compile on CPU needs a C++ compiler (g++/clang++), none found on PATH")
+        raise BackendUnavailable("compiling for the CPU needs a C++ compiler (g++/clang++), none found on PATH")
+
+
+def _check_inductor(device) -> None:
+    if not is_cuda(device):
+        check_cpu_compiler()
+
+
+def aot_package_path(weights_path: str, checksum: str, opts: "BackendOptions") -> str:
+    """Where the AOTInductor CPU package of these weights / window / batch / libraries lives."""
+    from lib.inference.aot_package import INDUCTOR_CONFIGS
+
+    engine_dir = opts.engine_dir or default_engine_dir(weights_path)
+    versions = {**library_versions(), "inductor_configs": json.dumps(INDUCTOR_CONFIGS, sort_keys=True)}
+    key = engine_key(checksum, "aot", "fp32", (opts.sw_batch_size, opts.sw_batch_size), opts.roi_size, "cpu", versions)
+    return engine_path(engine_dir, weights_path, "aot", "fp32", key, ext=".pt2")
+
+
+def _build_aot(net, device, opts: BackendOptions, weights_path: str | None, checksum: str | None):
+    """The AOTInductor package (:mod:`lib.inference.aot_package`): loaded from the engine cache, else built here."""
+    from lib.inference.aot_package import build_package, load_package
+
+    if is_cuda(device):
+        raise BackendUnavailable("'aot' is the CPU package; on CUDA use 'compile' or 'tensorrt'")
+    check_cpu_compiler()
+    path = aot_package_path(weights_path, checksum, opts) if weights_path and checksum else None
+    if path and os.path.exists(path):
+        try:
+            return FixedBatch(load_package(path), opts.sw_batch_size), "fp32", path
+        except Exception as exc:
+            logger.warning(f"Cached package {os.path.basename(path)} unreadable ({exc}); building it again")
+    if path is None:  # no weights file to key it by: build, load, forget
+        import shutil
+        import tempfile
+
+        tmp_dir = tempfile.mkdtemp(prefix="dints-aot-")
+        try:
+            runner = load_package(build_package(net, os.path.join(tmp_dir, "model.pt2"), opts.roi_size, opts.sw_batch_size))
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        return FixedBatch(runner, opts.sw_batch_size), "fp32", None
+    build_package(net, path, opts.roi_size, opts.sw_batch_size)
+    prune_engines(os.path.dirname(path), weights_path, "aot", "fp32", path, ext=".pt2")
+    return FixedBatch(load_package(path), opts.sw_batch_size), "fp32", path
 
 
 def _build_compile(net, device, opts: BackendOptions) -> tuple[Callable, str]:
@@ -365,7 +417,7 @@ def prepare(
     cuda = is_cuda(device)
     if chain[0] == "tensorrt":
         chain += ["compile", "torch"] if cuda else ["torch"]
-    elif chain[0] in ("compile", "torchscript", "amp"):
+    elif chain[0] in ("compile", "aot", "torchscript", "amp"):
         chain += ["torch"]
     net = net.to(device).eval()
     reasons = []
@@ -379,6 +431,8 @@ def prepare(
                 fn, precision = _build_torch(net, device, amp=True)
             elif name == "compile":
                 fn, precision = _build_compile(net, device, opts)
+            elif name == "aot":
+                fn, precision, engine = _build_aot(net, device, opts, weights_path, checksum)
             elif name == "torchscript":
                 fn, precision, engine = _build_torchscript(net, device, opts, weights_path, checksum)
             else:

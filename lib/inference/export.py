@@ -1,6 +1,7 @@
 """Export the network as TorchScript or a TensorRT engine (TorchScript with TensorRT ops), the way the
 model-zoo bundle's ``python -m monai.bundle trt_export`` does: traced, fp32/fp16, dynamic batch,
-``aten::upsample_trilinear3d`` left to torch. Used by ``scripts/export_model.py``."""
+``aten::upsample_trilinear3d`` left to torch; or as the CPU's AOTInductor package. Used by
+``scripts/export_model.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from lib.inference.backends import (
     BackendOptions,
     BackendUnavailable,
     _atomic_jit_save,
+    aot_package_path,
     build_tensorrt,
+    check_cpu_compiler,
     cached_engine_path,
     normalise_precision,
     prune_engines,
@@ -41,14 +44,16 @@ def export_model(
     """Write the export and return its path. Default path: the server's engine cache (``<weights dir>/engines``),
     so a running server with the same settings picks the file up instead of building it again."""
     fmt = fmt.lower()
-    if fmt not in ("torchscript", "tensorrt"):
-        raise ValueError("format must be torchscript or tensorrt")
+    if fmt not in ("torchscript", "tensorrt", "aot"):
+        raise ValueError("format must be torchscript, tensorrt or aot")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     arch = load_arch_code(arch_file) if arch_file and os.path.exists(arch_file) else None
     net, _ = load_network(weights, arch, channel_mul)
     net = net.to(device).eval()
     opts = BackendOptions(roi_size=tuple(roi_size), sw_batch_size=opt_batch, batch_range=tuple(batch_range),
                           trt_precision=precision)
+    if fmt == "aot":
+        return _export_aot(net, weights, opts, output, verify)
     precision = "fp32" if fmt == "torchscript" else normalise_precision(precision)
     path = output or cached_engine_path(weights, file_checksum(weights), fmt, precision, opts, device)
     if fmt == "torchscript":
@@ -70,4 +75,24 @@ def export_model(
         logger.info(f"verify {os.path.basename(path)}: max |eager - export| = {err:.3g} (tolerance {tol:.3g})")
         if err > tol:
             raise RuntimeError(f"exported model differs from the eager network: max abs error {err:.3g} > {tol:.3g}")
+    return path
+
+
+def _export_aot(net, weights: str, opts: BackendOptions, output: str | None, verify: bool) -> str:
+    """The CPU package (batch ``opts.sw_batch_size``) where the server's ``auto``/``aot`` backends look for it."""
+    from lib.inference.aot_package import build_package, load_package
+
+    check_cpu_compiler()
+    net = net.cpu()
+    path = output or aot_package_path(weights, file_checksum(weights), opts)
+    build_package(net, path, opts.roi_size, opts.sw_batch_size)
+    if output is None:
+        prune_engines(os.path.dirname(path), weights, "aot", "fp32", path, ext=".pt2")
+    if verify:
+        x = torch.rand((opts.sw_batch_size, 1, *opts.roi_size))
+        with torch.no_grad():
+            err = float((net(x).float() - load_package(path)(x).float()).abs().max())
+        logger.info(f"verify {os.path.basename(path)}: max |eager - package| = {err:.3g} (tolerance 1e-3)")
+        if err > 1e-3:
+            raise RuntimeError(f"compiled package differs from the eager network: max abs error {err:.3g} > 1e-3")
     return path

@@ -35,6 +35,7 @@ import torch
 from monai.inferers import SlidingWindowInferer, sliding_window_inference
 
 from lib.transforms.components import DEFAULT_MIN_FRACTION, small_components
+from lib.transforms.scores import foreground
 
 logger = logging.getLogger(__name__)
 
@@ -218,12 +219,15 @@ def fast_pass(
     any_shape: bool = False,
     out_channels: int = 3,
     min_component_fraction: float = DEFAULT_MIN_FRACTION,
+    coarse_forward: Callable | None = None,
 ) -> ModelGridScores:
     """Coarse-to-fine inference of ``image`` (C_in, x, y, z) on the model grid; see the module docstring.
 
     ``any_shape``: ``forward`` accepts any input size (eager backends), so the coarse pass may be one window.
     ``min_component_fraction``: the fine box ignores the coarse pass's foreground components smaller than this
-    fraction of the largest, which the post-processing (the same fraction) would drop anyway."""
+    fraction of the largest, which the post-processing (the same fraction) would drop anyway.
+    ``coarse_forward``: a forward that takes any input size (the eager network) for the coarse pass, where
+    ``forward`` itself is built for one window shape (compiled backends)."""
     opts = opts or FastPathOptions()
     start = time.time()
     shape = np.asarray(image.shape[1:])
@@ -241,10 +245,11 @@ def fast_pass(
         body = image[:, b_lo[0]:b_hi[0], b_lo[1]:b_hi[1], b_lo[2]:b_hi[2]]
         # one window of the whole body box (MONAI pads it to the window) where the backend takes that shape
         whole = [ceil_to_multiple(v) for v in b_hi - b_lo]
-        one_window = any_shape and int(np.prod(whole)) <= opts.coarse_window_voxels
+        one_window = (any_shape or coarse_forward is not None) and int(np.prod(whole)) <= opts.coarse_window_voxels
         window, batch = (whole, 1) if one_window else (roi, sw_batch_size)
-        coarse = sliding_window(body, forward, window, batch, opts.coarse_overlap, "constant", device, sw_device)
-        fg = coarse.argmax(0) > 0
+        coarse_fn = coarse_forward if (one_window and not any_shape) else forward
+        coarse = sliding_window(body, coarse_fn, window, batch, opts.coarse_overlap, "constant", device, sw_device)
+        fg = foreground(coarse)
         stray, _ = small_components(fg.cpu().numpy(), min_component_fraction)
         fg &= ~torch.from_numpy(stray).to(fg.device)
         stats.update(body_box=[b_lo.tolist(), b_hi.tolist()], coarse_seconds=round(time.time() - start, 2),

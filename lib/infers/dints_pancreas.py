@@ -12,6 +12,7 @@ rebuilt for it).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -25,7 +26,18 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.configs.profiles import LABELS, Profile
 from lib.errors import InputError
-from lib.inference.backends import EAGER_BACKENDS, BackendOptions, ModelCache, PreparedModel, is_cuda, normalise_backend, prepare
+from lib.inference.aot_package import BackgroundBuilds
+from lib.inference.backends import (
+    EAGER_BACKENDS,
+    BackendOptions,
+    ModelCache,
+    PreparedModel,
+    aot_package_path,
+    is_cuda,
+    normalise_backend,
+    prepare,
+    resolve_backend,
+)
 from lib.inference.fast_path import FastPathOptions, configure_threads, fast_pass, full_pass
 from lib.networks.arch_code import ArchCode, ArchCodeError, load_arch_code
 from lib.networks.factory import CheckpointError, file_checksum, load_network
@@ -82,6 +94,7 @@ class DiNTSPancreasInfer(BasicInferTask):
         fast_path: FastPathOptions | None = None,
         num_threads: int = 0,
         min_component_fraction: float = DEFAULT_MIN_FRACTION,
+        background_compile: bool = False,
         description: str = "DiNTS segmentation of the pancreas and pancreatic tumour in CT",
         **kwargs,
     ):
@@ -116,6 +129,9 @@ class DiNTSPancreasInfer(BasicInferTask):
         self.num_threads = int(num_threads or 0)
         self.min_component_fraction = float(min_component_fraction)
         self._models = ModelCache()
+        # CPU `auto`: build the AOTInductor package in a low-priority process, run eagerly until it is there
+        self.background_compile = bool(background_compile)
+        self._builds = BackgroundBuilds()
 
     # ---- model -----------------------------------------------------------------------------------
     def is_valid(self) -> bool:
@@ -160,16 +176,48 @@ class DiNTSPancreasInfer(BasicInferTask):
             return net
 
     def get_model(self, device, backend: str | None = None, data=None) -> PreparedModel:
-        """The network on ``backend`` (default: ``--conf backend``), built once per weights version and device."""
+        """The network on ``backend`` (default: ``--conf backend``), built once per weights version and device.
+
+        ``auto`` on the CPU with ``background_compile``: the AOTInductor package once it exists for these weights,
+        eager ``torch`` until then, with the package's build started in the background."""
         backend = normalise_backend(backend or self.backend)
         net = self._get_network(device, data)  # reloads on a weights change; raises InputError if unusable
         path = self.get_path()
         with self._lock:
             key = self._cached[str(device)][0]
-        return self._models.get(
+        checksum = file_checksum(path)
+        requested = backend
+        note = None
+        if backend == "auto" and self.background_compile and resolve_backend("auto", device) == "torch":
+            package = aot_package_path(path, checksum, self.backend_options)
+            if os.path.exists(package):
+                backend = "aot"
+            else:
+                backend = "torch"
+                self._builds.start(package, path, self.arch_file or None, self.profile.channel_mul,
+                                   self.backend_options.roi_size, self.backend_options.sw_batch_size)
+                note = self._builds.failed.get(package) or "compiled package building in the background"
+        prepared = self._models.get(
             (key, backend, str(device)),
-            lambda: prepare(net, backend, str(device), self.backend_options, weights_path=path, checksum=file_checksum(path)),
+            lambda: prepare(net, backend, str(device), self.backend_options, weights_path=path, checksum=checksum),
         )
+        if requested != prepared.requested or note:
+            prepared = dataclasses.replace(prepared, requested=requested, info={**prepared.info, "note": note} if note else prepared.info)
+        return prepared
+
+    def warm_up(self, device: str = "cpu", wait: bool = False, timeout: float | None = None) -> PreparedModel | None:
+        """Load the network; for CPU ``auto`` with ``background_compile`` also start building its compiled package
+        (the server calls this at start-up) and return what ``auto`` runs now. ``wait``: first let that build
+        end (or ``timeout`` pass)."""
+        if not (self.backend == "auto" and self.background_compile and resolve_backend("auto", device) == "torch"):
+            self._get_network(device, None)
+            return None
+        prepared = self.get_model(device, "auto")
+        if wait:
+            path = self.get_path()
+            self._builds.wait(aot_package_path(path, file_checksum(path), self.backend_options), timeout)
+            prepared = self.get_model(device, "auto")
+        return prepared
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch=True, device="cuda"):
         configure_threads(self.num_threads)
@@ -193,7 +241,8 @@ class DiNTSPancreasInfer(BasicInferTask):
         if use_fast:
             result = fast_pass(image, model.forward, self.roi_size, sw_batch, overlap, self.profile.spacing,
                                self.fast_path, device=stitch, sw_device=sw_device, any_shape=model.backend in EAGER_BACKENDS,
-                               min_component_fraction=self.component_fraction(data))
+                               min_component_fraction=self.component_fraction(data),
+                               coarse_forward=None if is_cuda(device) else self._get_network(device, data))
         else:
             result = full_pass(image, model.forward, self.roi_size, sw_batch, overlap, device=stitch, sw_device=sw_device)
         if is_cuda(device):
