@@ -271,3 +271,18 @@ def test_exported_cpu_package_is_used_by_auto_without_a_build(files, torch_label
     assert result["inference"]["backend"] == "aot" and result["inference"]["engine_file"] == path.split("/")[-1]
     assert not task._builds.running(path) and not task._builds.failed
     assert (label == torch_label).mean() > 0.999
+
+
+def test_unwritable_engine_dir_leaves_requests_eager(files, torch_label, tmp_path):
+    """A build that cannot even start (engine_dir not writable: here a path under a plain file) must not fail
+    the request: it runs eagerly and says why."""
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("")
+    task = tiny_task(files[0], background_compile=True, backend_options=B.BackendOptions(
+        roi_size=ROI, sw_batch_size=2, engine_dir=str(blocker / "engines")))
+    for _ in range(2):  # and it is not retried on every request
+        label, result = infer(task, files[1], fast_path=False)
+        info = result["inference"]
+        assert info["backend"] == "torch" and "cannot start the build" in info["note"], info
+        np.testing.assert_array_equal(label, torch_label)
+    assert len(task._builds.failed) == 1

@@ -85,11 +85,16 @@ class BackgroundBuilds:
                 cmd += ["--arch_file", arch_file]
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            log = open(f"{path}.log", "w")
-            proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    preexec_fn=(lambda: os.nice(nice)) if nice > 0 and hasattr(os, "nice") else None)
-            log.close()
+            try:  # e.g. a read-only engine_dir: say so once, the requests go on eagerly
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                with open(f"{path}.log", "w") as log:
+                    proc = subprocess.Popen(
+                        cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                        preexec_fn=(lambda: os.nice(nice)) if nice > 0 and hasattr(os, "nice") else None)
+            except OSError as exc:
+                self.failed[path] = f"cannot start the build: {exc}"
+                logger.warning(f"Building the compiled CPU network failed ({self.failed[path]}); staying on eager torch")
+                return False
             self._running[path] = proc
             logger.info(f"Building the compiled CPU network {os.path.basename(path)} in the background "
                         f"(pid {proc.pid}, nice {nice}); requests run eagerly until it is ready")
