@@ -5,7 +5,7 @@ server process (about 2.5 minutes there, with the process's Python busy tracing,
 running meanwhile) and again after every restart. Inductor's ahead-of-time mode gives the same kernels as a
 file: ``torch.export`` of the static-architecture forward, compiled to a shared library with the weights in
 it, loaded in a fraction of a second by any later process. So the server builds it once per weights version,
-in a separate low-priority process (:func:`start_background_build`), while requests run eagerly; the next
+in a separate low-priority process (:class:`BackgroundBuilds`), while requests run eagerly; the next
 request after the file appears loads it. The file sits in the engine cache next to the weights, keyed like
 the other engines (weights checksum, window, batch, library versions), so a model published by training
 gets its own package and the old one is pruned.
@@ -39,8 +39,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 INDUCTOR_CONFIGS = {"freezing": True}
 
 
-def build_package(net: torch.nn.Module, path: str, roi_size: Sequence[int], batch: int) -> str:
-    """Export + AOT-compile ``net`` for (``batch``, 1, *``roi_size``) CPU inputs into ``path`` (atomically)."""
+def build_package(net: torch.nn.Module, path: str, roi_size: Sequence[int], batch: int,
+                  weights_path: str | None = None) -> str:
+    """Export + AOT-compile ``net`` for (``batch``, 1, *``roi_size``) CPU inputs into ``path`` (atomically).
+    ``weights_path``: the file ``path`` is the cached package of; that file's other (stale) packages beside it go."""
     model = static_network(net).cpu().eval()
     example = torch.zeros((int(batch), 1, *(int(r) for r in roi_size)))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -53,6 +55,10 @@ def build_package(net: torch.nn.Module, path: str, roi_size: Sequence[int], batc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    if weights_path:
+        from lib.inference.backends import prune_engines
+
+        prune_engines(os.path.dirname(os.path.abspath(path)), weights_path, "aot", "fp32", path, ext=".pt2")
     return path
 
 
@@ -163,7 +169,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=2, help="sliding-window batch the package is built for")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from lib.inference.backends import check_cpu_compiler, prune_engines
+    from lib.inference.backends import check_cpu_compiler
     from lib.networks.arch_code import load_arch_code
     from lib.networks.factory import load_network
 
@@ -172,8 +178,7 @@ def main(argv=None) -> int:
         arch = load_arch_code(args.arch_file) if args.arch_file and os.path.exists(args.arch_file) else None
         net, _ = load_network(args.weights, arch, args.channel_mul)
         start = time.time()
-        build_package(net, args.out, args.roi_size, args.batch)
-        prune_engines(os.path.dirname(os.path.abspath(args.out)), args.weights, "aot", "fp32", args.out, ext=".pt2")
+        build_package(net, args.out, args.roi_size, args.batch, weights_path=args.weights)
     except Exception as exc:  # one line for the server's log; the traceback is not for annotators
         print(f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", flush=True)
         return 1

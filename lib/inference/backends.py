@@ -307,8 +307,7 @@ def _build_aot(net, device, opts: BackendOptions, weights_path: str | None, chec
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         return FixedBatch(runner, opts.sw_batch_size), "fp32", None
-    build_package(net, path, opts.roi_size, opts.sw_batch_size)
-    prune_engines(os.path.dirname(path), weights_path, "aot", "fp32", path, ext=".pt2")
+    build_package(net, path, opts.roi_size, opts.sw_batch_size, weights_path=weights_path)
     return FixedBatch(load_package(path), opts.sw_batch_size), "fp32", path
 
 

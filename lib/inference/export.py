@@ -85,9 +85,7 @@ def _export_aot(net, weights: str, opts: BackendOptions, output: str | None, ver
     check_cpu_compiler()
     net = net.cpu()
     path = output or aot_package_path(weights, file_checksum(weights), opts)
-    build_package(net, path, opts.roi_size, opts.sw_batch_size)
-    if output is None:
-        prune_engines(os.path.dirname(path), weights, "aot", "fp32", path, ext=".pt2")
+    build_package(net, path, opts.roi_size, opts.sw_batch_size, weights_path=None if output else weights)
     if verify:
         x = torch.rand((opts.sw_batch_size, 1, *opts.roi_size))
         with torch.no_grad():

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer, sliding_window_inference
 
-from lib.transforms.components import DEFAULT_MIN_FRACTION, small_components
+from lib.transforms.components import DEFAULT_MIN_FRACTION, bounding_slices, small_components
 from lib.transforms.scores import foreground
 
 logger = logging.getLogger(__name__)
@@ -126,15 +126,11 @@ def _grow_to(lo: np.ndarray, hi: np.ndarray, size: Sequence[int], shape: Sequenc
 
 
 def mask_box(mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
-    """[lo, hi) voxel bounds of a boolean (x, y, z) mask, or None if empty."""
-    if not bool(mask.any()):
+    """[lo, hi) voxel bounds of a boolean (x, y, z) mask (tensor, any device), or None if empty."""
+    box = bounding_slices(mask.cpu().numpy())
+    if box is None:
         return None
-    bounds = []
-    for a in range(3):
-        other = tuple(b for b in range(3) if b != a)
-        idx = torch.nonzero(mask.any(dim=other[1]).any(dim=other[0]), as_tuple=False)[:, 0]
-        bounds.append((int(idx.min()), int(idx.max()) + 1))
-    return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+    return np.array([s.start for s in box]), np.array([s.stop for s in box])
 
 
 def body_box(image: torch.Tensor, threshold: float, margin_vox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

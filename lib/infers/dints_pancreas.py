@@ -121,7 +121,7 @@ class DiNTSPancreasInfer(BasicInferTask):
         self.arch_file = arch_file
         self.limits = limits or InputLimits()
         self._lock = threading.Lock()
-        self._cached: dict[str, tuple[tuple, torch.nn.Module, dict]] = {}
+        self._cached: dict[str, tuple[tuple, torch.nn.Module, dict, str]] = {}  # device: (key, net, meta, checksum)
         self.backend = normalise_backend(backend)
         self.backend_options = backend_options or BackendOptions(
             roi_size=tuple(profile.roi_size), sw_batch_size=profile.sw_batch_size)
@@ -171,9 +171,19 @@ class DiNTSPancreasInfer(BasicInferTask):
             except (CheckpointError, ArchCodeError) as exc:
                 raise InputError(f"the model cannot be loaded: {exc}", 503) from exc
             net = net.to(device).eval()
-            self._cached[device] = (key, net, meta)
-            logger.info(f"Loaded {os.path.basename(path)} ({file_checksum(path)}) on {device}")
+            checksum = file_checksum(path)  # once per weights version, not per request
+            self._cached[device] = (key, net, meta, checksum)
+            logger.info(f"Loaded {os.path.basename(path)} ({checksum}) on {device}")
             return net
+
+    def _cpu_package(self, device, backend: str) -> str | None:
+        """The compiled package ``auto`` switches to (CPU, ``background_compile``) for the loaded weights, else None.
+        Call after :meth:`_get_network`."""
+        if not (backend == "auto" and self.background_compile and resolve_backend("auto", device) == "torch"):
+            return None
+        with self._lock:
+            checksum = self._cached[str(device)][3]
+        return aot_package_path(self.get_path(), checksum, self.backend_options)
 
     def get_model(self, device, backend: str | None = None, data=None) -> PreparedModel:
         """The network on ``backend`` (default: ``--conf backend``), built once per weights version and device.
@@ -184,12 +194,11 @@ class DiNTSPancreasInfer(BasicInferTask):
         net = self._get_network(device, data)  # reloads on a weights change; raises InputError if unusable
         path = self.get_path()
         with self._lock:
-            key = self._cached[str(device)][0]
-        checksum = file_checksum(path)
+            key, _, _, checksum = self._cached[str(device)]
         requested = backend
         note = None
-        if backend == "auto" and self.background_compile and resolve_backend("auto", device) == "torch":
-            package = aot_package_path(path, checksum, self.backend_options)
+        package = self._cpu_package(device, backend)
+        if package:
             if os.path.exists(package):
                 backend = "aot"
             else:
@@ -209,13 +218,13 @@ class DiNTSPancreasInfer(BasicInferTask):
         """Load the network; for CPU ``auto`` with ``background_compile`` also start building its compiled package
         (the server calls this at start-up) and return what ``auto`` runs now. ``wait``: first let that build
         end (or ``timeout`` pass)."""
-        if not (self.backend == "auto" and self.background_compile and resolve_backend("auto", device) == "torch"):
-            self._get_network(device, None)
+        self._get_network(device, None)
+        package = self._cpu_package(device, self.backend)
+        if package is None:
             return None
         prepared = self.get_model(device, "auto")
         if wait:
-            path = self.get_path()
-            self._builds.wait(aot_package_path(path, file_checksum(path), self.backend_options), timeout)
+            self._builds.wait(package, timeout)
             prepared = self.get_model(device, "auto")
         return prepared
 
