@@ -121,7 +121,8 @@ class DiNTSPancreasInfer(BasicInferTask):
         self.arch_file = arch_file
         self.limits = limits or InputLimits()
         self._lock = threading.Lock()
-        self._cached: dict[str, tuple[tuple, torch.nn.Module, dict, str]] = {}  # device: (key, net, meta, checksum)
+        self._cached: dict[str, tuple[tuple, torch.nn.Module, dict]] = {}
+        self._checksums: dict[tuple, str] = {}  # (path, mtime, size) -> checksum
         self.backend = normalise_backend(backend)
         self.backend_options = backend_options or BackendOptions(
             roi_size=tuple(profile.roi_size), sw_batch_size=profile.sw_batch_size)
@@ -141,7 +142,16 @@ class DiNTSPancreasInfer(BasicInferTask):
         path = self.get_path()
         if not path:
             return {"path": None, "checksum": None}
-        return {"path": os.path.basename(path), "checksum": file_checksum(path)}
+        return {"path": os.path.basename(path), "checksum": self._weights_checksum(path)}
+
+    def _weights_checksum(self, path: str) -> str:
+        """``file_checksum`` of the weights, hashed once per file version (not on every request and /info)."""
+        stat = os.stat(path)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._checksums:
+            self._checksums.clear()
+            self._checksums[key] = file_checksum(path)
+        return self._checksums[key]
 
     def info(self) -> dict[str, Any]:
         info = super().info()
@@ -171,19 +181,16 @@ class DiNTSPancreasInfer(BasicInferTask):
             except (CheckpointError, ArchCodeError) as exc:
                 raise InputError(f"the model cannot be loaded: {exc}", 503) from exc
             net = net.to(device).eval()
-            checksum = file_checksum(path)  # once per weights version, not per request
-            self._cached[device] = (key, net, meta, checksum)
-            logger.info(f"Loaded {os.path.basename(path)} ({checksum}) on {device}")
+            self._cached[device] = (key, net, meta)
+            logger.info(f"Loaded {os.path.basename(path)} ({self._weights_checksum(path)}) on {device}")
             return net
 
     def _cpu_package(self, device, backend: str) -> str | None:
-        """The compiled package ``auto`` switches to (CPU, ``background_compile``) for the loaded weights, else None.
-        Call after :meth:`_get_network`."""
+        """The compiled package ``auto`` switches to (CPU, ``background_compile``) for the current weights, else None."""
         if not (backend == "auto" and self.background_compile and resolve_backend("auto", device) == "torch"):
             return None
-        with self._lock:
-            checksum = self._cached[str(device)][3]
-        return aot_package_path(self.get_path(), checksum, self.backend_options)
+        path = self.get_path()
+        return aot_package_path(path, self._weights_checksum(path), self.backend_options)
 
     def get_model(self, device, backend: str | None = None, data=None) -> PreparedModel:
         """The network on ``backend`` (default: ``--conf backend``), built once per weights version and device.
@@ -194,7 +201,8 @@ class DiNTSPancreasInfer(BasicInferTask):
         net = self._get_network(device, data)  # reloads on a weights change; raises InputError if unusable
         path = self.get_path()
         with self._lock:
-            key, _, _, checksum = self._cached[str(device)]
+            key = self._cached[str(device)][0]
+        checksum = self._weights_checksum(path)
         requested = backend
         note = None
         package = self._cpu_package(device, backend)
