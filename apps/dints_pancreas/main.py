@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -32,7 +31,9 @@ from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 
 from lib.configs.dints_pancreas import DiNTSPancreasConfig  # noqa: E402
 from lib.configs.profiles import LABELS  # noqa: E402
+from lib.datastore.names import check_name  # noqa: E402
 from lib.errors import InputError  # noqa: E402
+from lib.server.uploads import is_trusted  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class DiNTSPancreasApp(MONAILabelApp):
         self.model_dir = str(Path(conf.get("model_dir", REPO_ROOT / "model")).resolve())
         self.task_config = DiNTSPancreasConfig()
         self.task_config.init(MODEL_NAME, self.model_dir, conf, None)
+        # one inference at a time (each already uses every core); requests wait here, off the event loop
+        self._infer_slot = threading.Lock()
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -53,6 +56,9 @@ class DiNTSPancreasApp(MONAILabelApp):
             version="0.1.0",
             labels=dict(LABELS),
         )
+        from lib.server.install import install_into_server
+
+        install_into_server()
 
     def init_infers(self) -> dict[str, InferTask]:
         return dict(self.task_config.infer())
@@ -171,29 +177,60 @@ class DiNTSPancreasApp(MONAILabelApp):
             res["path"] = self.datastore().get_image_uri(res["id"])
         return res
 
-    # ---- request checking --------------------------------------------------------------------------
-    def _check_image_request(self, request: dict[str, Any]) -> None:
-        """Only datastore ids, or files the REST layer itself uploaded to the temp folder, may be read."""
+    # ---- the data path (lib/datastore, lib/server) -------------------------------------------------
+    def init_datastore(self):
+        """The studies folder with checked names, checked and versioned labels (remote datastores: MONAI Label's)."""
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        from monailabel.config import settings
+
+        from lib.datastore.local import AnnotationDatastore
+
+        return AnnotationDatastore(
+            self.studies,
+            labels=dict(LABELS),
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def _resolve_image(self, request: dict[str, Any]) -> str | None:
+        """Only datastore ids, this server's session files and the request's own upload may be read.
+
+        Returns the datastore id when the image is one (the request then carries its absolute path)."""
         image = request.get("image")
         if not isinstance(image, str) or not image.strip():
-            raise InputError("no image given: pass a datastore image id or upload a file", 400)
-        if self.datastore().get_image_uri(image):
-            return
-        if os.path.isabs(image) and os.path.isfile(image):
-            real = os.path.realpath(image)
-            tmp = os.path.realpath(tempfile.gettempdir())
-            if os.path.commonpath([real, tmp]) == tmp:
-                return
-            raise InputError(f"'{image}' is not an image of this datastore (server paths cannot be read)", 400)
-        if "/" in image or "\\" in image or ".." in image or os.path.isabs(image):
-            raise InputError(f"'{image}' is not a valid image id (ids name images inside the studies folder)", 400)
-        raise InputError(f"image '{image}' is not in the datastore", 404)
+            raise InputError("no image given: pass a datastore image id, a session id or upload a file", 400)
+        if os.path.isabs(image):
+            if is_trusted(image):
+                return None
+            raise InputError("server paths cannot be read: pass a datastore image id, a session id or upload a file", 400)
+        check_name(image, "image id")
+        ds = self.datastore()
+        path = ds.image_path(image) if hasattr(ds, "image_path") else ds.get_image_uri(image)
+        if not path:
+            raise InputError(f"image '{image}' is not in the datastore", 404)
+        request["image"] = path
+        return image
 
     def infer(self, request, datastore=None):
         try:
-            if datastore is None:
-                self._check_image_request(request)
-            return super().infer(request, datastore)
+            if datastore is not None:  # in-process callers (scoring, batch) pass their own datastore
+                return super().infer(request, datastore)
+            request = dict(request)
+            image_id = self._resolve_image(request)
+            save_label = str(request.pop("save_label", "false")).lower() in ("1", "true", "yes")
+            task = self._infers.get(request.get("model"))
+            if task is not None and hasattr(task, "check_request"):
+                task.check_request(request)  # range checks before waiting for the inference slot
+            with self._infer_slot:
+                result = super().infer(request, datastore)
+            if save_label and image_id and result.get("file") and os.path.exists(result["file"]):
+                tag = check_name(str(request.get("label_tag") or "original"), "label tag")
+                self.datastore().save_label(image_id, result["file"], tag,
+                                            {"model": request.get("model"), "source": "infer"})
+                result = {**result, "tag": tag}
+            return result
         except InputError as exc:
             logger.warning(f"Refused infer request for {request.get('image')!r}: {exc.message}")
             raise HTTPException(status_code=exc.status_code, detail=exc.message) from None

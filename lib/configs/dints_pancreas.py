@@ -64,6 +64,8 @@ class DiNTSPancreasConfig(TaskConfig):
         self.limits = InputLimits(
             max_voxels=int(float(conf.get("max_voxels", DEFAULT_MAX_VOXELS))),
             check_hu=strtobool(conf.get("check_hu", "true")),
+            max_sw_batch_size=int(conf.get("max_sw_batch_size", InputLimits.max_sw_batch_size)),
+            max_windows=int(float(conf.get("max_windows", InputLimits.max_windows))),
         )
         # fast inference (issue 4): backend, TensorRT engine cache, coarse-to-fine CPU path, threads
         from lib.inference.backends import BackendOptions, normalise_backend, normalise_precision

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import threading
 from typing import Any, Callable, Sequence
 
 import torch
-from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import EnsureChannelFirstd, Orientationd, ScaleIntensityRanged
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
@@ -246,8 +246,8 @@ class DiNTSPancreasInfer(BasicInferTask):
         image = data[self.input_key]
         image = (image if torch.is_tensor(image) else torch.as_tensor(image)).float()
         image = image.as_tensor() if hasattr(image, "as_tensor") else image
-        sw_batch = int(data.get("sw_batch_size", self.profile.sw_batch_size))
-        overlap = float(data.get("sw_overlap", self.profile.sw_overlap))
+        sw_batch, overlap = self.window_settings(data)
+        check_window_count(tuple(image.shape[1:]), self.roi_size, overlap, self.limits.max_windows)
         stitch, sw_device = None, None
         if is_cuda(device):
             sw_device = torch.device(device)
@@ -282,15 +282,6 @@ class DiNTSPancreasInfer(BasicInferTask):
             ScaleIntensityRanged(keys="image", a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True),
         ]
 
-    def inferer(self, data=None) -> Inferer:
-        data = data or {}
-        return SlidingWindowInferer(
-            roi_size=self.roi_size,
-            sw_batch_size=int(data.get("sw_batch_size", self.profile.sw_batch_size)),
-            overlap=float(data.get("sw_overlap", self.profile.sw_overlap)),
-            mode="gaussian",
-        )
-
     def inverse_transforms(self, data=None):
         return None  # the exact inversion happens in RestoreLabeld
 
@@ -323,12 +314,57 @@ class DiNTSPancreasInfer(BasicInferTask):
         except ValueError as exc:
             raise InputError(str(exc), 400) from exc
 
-    def __call__(self, request, callbacks=None):
+    def window_settings(self, request: dict) -> tuple[int, float]:
+        """``sw_batch_size`` (1..``max_sw_batch_size``) and ``sw_overlap`` (0..0.95) of a request, checked."""
+        raw_batch = request.get("sw_batch_size", self.profile.sw_batch_size)
+        raw_overlap = request.get("sw_overlap", self.profile.sw_overlap)
+        try:
+            if isinstance(raw_batch, bool) or float(raw_batch) != int(float(raw_batch)):
+                raise ValueError
+            batch = int(float(raw_batch))
+        except (TypeError, ValueError):
+            raise InputError(f"sw_batch_size must be a whole number, got {raw_batch!r}", 400) from None
+        if not 1 <= batch <= self.limits.max_sw_batch_size:
+            raise InputError(f"sw_batch_size must be 1..{self.limits.max_sw_batch_size} (--conf max_sw_batch_size), "
+                             f"got {batch}", 400)
+        try:
+            if isinstance(raw_overlap, bool):
+                raise ValueError
+            overlap = float(raw_overlap)
+        except (TypeError, ValueError):
+            raise InputError(f"sw_overlap must be a number, got {raw_overlap!r}", 400) from None
+        if not 0.0 <= overlap <= self.limits.max_overlap:
+            raise InputError(f"sw_overlap must be 0..{self.limits.max_overlap}, got {raw_overlap!r}", 400)
+        return batch, overlap
+
+    def check_request(self, request: dict) -> None:
+        """Refuse bad request parameters before any work (and before waiting for the inference slot)."""
         try:
             ext = request.get("result_extension")
             if ext:
                 normalise_extension(ext)
+            normalise_backend(request.get("backend") or self.backend)
         except ValueError as exc:
             raise InputError(str(exc), 400) from exc
-        self.component_fraction(request)  # refuse a bad value before the work, not after it
+        self.window_settings(request)
+        self.component_fraction(request)
+
+    def __call__(self, request, callbacks=None):
+        self.check_request(request)
         return super().__call__(request, callbacks)
+
+
+def window_count(shape, roi, overlap: float) -> int:
+    """Windows of MONAI's sliding-window grid over ``shape`` (its scan interval: ``int(roi * (1 - overlap))``)."""
+    n = 1
+    for size, r in zip(shape, roi):
+        step = max(1, int(r * (1.0 - overlap)))
+        n *= 1 if size <= r else math.ceil((size - r) / step) + 1
+    return n
+
+
+def check_window_count(shape, roi, overlap: float, limit: int) -> None:
+    n = window_count(shape, roi, overlap)
+    if n > limit:
+        raise InputError(f"this request would run {n:,} sliding windows over a {list(shape)} grid at overlap {overlap}, "
+                         f"over the server's limit of {limit:,} (--conf max_windows): lower sw_overlap", 400)

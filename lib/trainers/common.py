@@ -111,15 +111,30 @@ COMMON_PARAMS: tuple[Param, ...] = (
 
 
 # ---- datalist and stable split -----------------------------------------------------------------------
-def labelled_datalist(datastore) -> list[dict]:
-    """``{"id", "image", "label"}`` for every image with a ``final`` label, sorted by id."""
-    items = []
+def labelled_datalist(datastore, labels: dict[str, int] | None = None) -> tuple[list[dict], list[dict]]:
+    """``{"id", "image", "label"}`` for every image with a usable ``final`` label, sorted by id, and the
+    skipped ones as ``{"id", "reason"}``: a label that cannot be read, is off its image's grid or holds
+    values that are not label ids (e.g. written into the folder by hand) is left out, not fatal."""
+    from lib.datastore.label_check import check_label
+    from lib.errors import InputError
+
+    items, skipped = [], []
     for image_id in sorted(datastore.get_labeled_images()):
         image = datastore.get_image_uri(image_id)
         label = datastore.get_label_uri(image_id, "final")
-        if image and label and os.path.exists(image) and os.path.exists(label):
-            items.append({"id": image_id, "image": image, "label": label})
-    return items
+        if not (image and label and os.path.exists(image) and os.path.exists(label)):
+            skipped.append({"id": image_id, "reason": "image or label file missing"})
+            continue
+        if labels is not None:
+            try:
+                check_label(label, image, labels)
+            except InputError as exc:
+                skipped.append({"id": image_id, "reason": exc.message})
+                continue
+        items.append({"id": image_id, "image": image, "label": label})
+    for s in skipped:
+        logger.warning(f"training skips '{s['id']}': {s['reason']}")
+    return items, skipped
 
 
 def id_hash(image_id: str) -> float:

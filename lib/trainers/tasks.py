@@ -15,7 +15,7 @@ from typing import Any
 
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.configs.profiles import Profile
+from lib.configs.profiles import LABELS, Profile
 from lib.trainers import common
 from lib.trainers.common import COMMON_PARAMS, Param
 
@@ -82,9 +82,11 @@ class _DiNTSTask(TrainTask):
     def _base_cfg(self, request: dict, datastore) -> tuple[dict, list[dict], list[dict]]:
         cfg = common.parse_request(self.params, request)
         cfg["device_type"], cfg["world_size"] = common.resolve_world(cfg)
-        items = common.labelled_datalist(datastore)
+        items, self.skipped = common.labelled_datalist(datastore, dict(LABELS))
         if len(items) < 2:
-            raise ValueError(f"{self.task_name} needs at least 2 images with a final label, found {len(items)}")
+            bad = "; ".join(f"{s['id']}: {s['reason']}" for s in self.skipped)
+            raise ValueError(f"{self.task_name} needs at least 2 images with a usable final label, found {len(items)}"
+                             + (f" (skipped {len(self.skipped)}: {bad})" if bad else ""))
         val_ids = [v.strip() for v in cfg["val_ids"].split(",") if v.strip()]
         train_ids, val_ids, split = common.stable_split([d["id"] for d in items], self.split_path, cfg["val_split"],
                                                        val_ids or None, cfg["reset_split"])
@@ -95,6 +97,7 @@ class _DiNTSTask(TrainTask):
 
     def _stats_base(self, cfg, train, val) -> dict:
         return {"world_size": cfg["world_size"], "device": cfg["device_type"], "training_ids": [d["id"] for d in train],
+                "skipped": list(getattr(self, "skipped", [])),
                 "validation_ids": [d["id"] for d in val],
                 "request": {p.name: (list(cfg[p.name]) if isinstance(cfg[p.name], tuple) else cfg[p.name]) for p in self.params}}
 

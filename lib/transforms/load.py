@@ -30,6 +30,9 @@ class InputLimits:
     max_voxels: int = DEFAULT_MAX_VOXELS  # of the input, and of the input resampled to the model spacing
     min_slices: int = 8  # fewer voxels than this along any axis is treated as a 2-D image
     check_hu: bool = True  # refuse images whose intensities are not Hounsfield units
+    max_sw_batch_size: int = 64  # windows per network call a request may ask for
+    max_windows: int = 2000  # sliding-window windows of one request (a 512x512x300 CT at 2 mm and 0.25: 36)
+    max_overlap: float = 0.95  # sliding-window overlap a request may ask for
 
 
 def _header_shape(path: str) -> tuple[int, ...] | None:

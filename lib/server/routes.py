@@ -1,0 +1,428 @@
+"""The app's versions of MONAI Label's data-path routes, registered in front of the stock ones.
+
+Same paths, parameters and answers as MONAI Label 0.8.5 (the Slicer and OHIF plugins call them
+unchanged), with what the stock routes lack: names checked, uploads written to private temporary
+folders removed after every request, labels checked and versioned, and every route a plain ``def``, so
+FastAPI runs it in its thread pool and a long inference never holds up ``/info`` or a label submit.
+New: the label version calls ``GET /datastore/label/versions``, ``GET /datastore/label/version`` and
+``POST /datastore/label/restore`` (README, "REST API").
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import traceback
+from typing import Any, Dict, List, Optional
+
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Header, HTTPException, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from monailabel.config import settings
+from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.interfaces.exception import MONAILabelException
+from monailabel.interfaces.utils.app import app_instance
+from monailabel.utils.others.generic import get_mime_type
+
+from lib.datastore.label_check import read_geometry
+from lib.datastore.names import check_inside, check_name
+from lib.errors import InputError
+from lib.server import uploads
+
+logger = logging.getLogger(__name__)
+
+USER = settings.MONAI_LABEL_AUTH_ROLE_USER
+ANNOTATOR = settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR
+ADMIN = settings.MONAI_LABEL_AUTH_ROLE_ADMIN
+# request parameters that name files: the route sets them, a client cannot
+PATH_KEYS = ("image", "label", "session", "model")
+
+
+def answers(fn):
+    """Turn the app's errors into HTTP answers with a message (never a stack trace, never a bare 500)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HTTPException:
+            raise
+        except InputError as exc:
+            raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
+        except MONAILabelException as exc:
+            raise HTTPException(status_code=400, detail=exc.msg) from None
+        except Exception as exc:
+            logger.error(f"{fn.__name__} failed:\n{traceback.format_exc()}")
+            raise HTTPException(status_code=500, detail=f"{fn.__name__} failed: {type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+def _json_object(text: str | None, what: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} is not valid JSON: {exc}", 400) from None
+    if not isinstance(value, dict):
+        raise InputError(f"{what} must be a JSON object, not {type(value).__name__}", 400)
+    return value
+
+
+def _revision(rev: Optional[int], if_match: Optional[str]) -> Optional[int]:
+    """The revision a client says it edited: ``?rev=N`` or an ``If-Match: "N"`` header (``*``: any)."""
+    if rev is not None:
+        return int(rev)
+    if not if_match or if_match.strip() == "*":
+        return None
+    value = if_match.strip().removeprefix("W/").strip('"')
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"If-Match must be a label revision (a number), got {if_match!r}", 400) from None
+
+
+def _etag(rev: int) -> dict:
+    return {"ETag": f'"{rev}"'}
+
+
+def _datastore():
+    ds = app_instance().datastore()
+    if not hasattr(ds, "history"):
+        raise InputError("label versions need the local studies folder datastore", 501)
+    return ds
+
+
+router = APIRouter(prefix=settings.MONAI_LABEL_API_STR)
+
+
+# ---- datastore: images ------------------------------------------------------------------------------
+@router.put("/datastore/", include_in_schema=False)
+@router.put("/datastore/image", summary="Upload a new image (never replaces an existing one)")
+@answers
+def add_image(image: Optional[str] = None, params: str = Form("{}"), file: UploadFile = File(...),
+              user: User = Depends(RBAC(ANNOTATOR))):
+    info = _json_object(params, "params")
+    if user.username:
+        info["user"] = user.username
+    with uploads.upload_folder() as folder:
+        path = uploads.save_upload(folder, file, "image", trusted=False)
+        if not image:
+            ext = os.path.basename(path)[len("image"):]
+            client = os.path.basename(file.filename or "")
+            image = client[: -len(ext)] if ext and client.lower().endswith(ext) else ""
+            if not image:
+                raise InputError("no image id: pass ?image=ID or upload a file named ID.nii.gz", 400)
+        check_name(image, "image id")
+        image_id = app_instance().datastore().add_image(image, path, info)
+    return {"image": image_id}
+
+
+@router.delete("/datastore/", include_in_schema=False)
+@router.delete("/datastore/image", summary="Remove an image and its current labels (label histories are kept)")
+@answers
+def remove_image(id: str, user: User = Depends(RBAC(ADMIN))):
+    ds = app_instance().datastore()
+    if hasattr(ds, "image_path"):
+        ds.image_path(id)
+    elif not ds.get_image_uri(check_name(id)):
+        raise InputError(f"image '{id}' is not in the datastore", 404)
+    ds.remove_image(id)
+    return {}
+
+
+def _image_file(image: str) -> str:
+    ds = app_instance().datastore()
+    if hasattr(ds, "image_path"):
+        return ds.image_path(image)
+    uri = ds.get_image_uri(check_name(image, "image id"))
+    if not uri or not os.path.isfile(uri):
+        raise InputError(f"image '{image}' is not in the datastore", 404)
+    return uri
+
+
+@router.head("/datastore/image", summary="Check that an image exists")
+@answers
+def check_image(image: str, check_sum: Optional[str] = None, user: User = Depends(RBAC(USER))):
+    from monailabel.endpoints.datastore import download_image
+
+    _image_file(image)
+    return download_image(image, check_only=True, check_sum=check_sum)
+
+
+@router.get("/datastore/image", summary="Download an image")
+@answers
+def download_image(image: str, user: User = Depends(RBAC(USER))):
+    path = _image_file(image)
+    return FileResponse(path, media_type=get_mime_type(path), filename=os.path.basename(path))
+
+
+@router.get("/datastore/dataset", summary="Download the labelled dataset as a ZIP archive")
+@answers
+def download_dataset(limit_cases: Optional[int] = None, user: User = Depends(RBAC(ANNOTATOR))):
+    from monailabel.endpoints.datastore import download_dataset as stock
+
+    if not app_instance().datastore().datalist():
+        raise InputError("no image has a final label yet: nothing to archive", 404)
+    return stock(limit_cases)
+
+
+# ---- datastore: labels ------------------------------------------------------------------------------
+@router.put("/datastore/label", summary="Save a label (checked against its image; the previous version is kept)")
+@answers
+def save_label(image: str, params: str = Form("{}"), tag: str = "final", label: UploadFile = File(...),
+               rev: Optional[int] = None, if_match: Optional[str] = Header(None),
+               user: User = Depends(RBAC(ANNOTATOR))):
+    tag = check_name(tag or "final", "label tag")
+    check_name(image, "image id")
+    info = _json_object(params, "params")
+    if user.username and not info.get("user"):
+        info["user"] = user.username
+    expected = _revision(rev, if_match)
+    instance = app_instance()
+    ds = instance.datastore()
+    with uploads.upload_folder() as folder:
+        path = uploads.save_upload(folder, label, "label", trusted=False)
+        if hasattr(ds, "history"):
+            label_id = ds.save_label(image, path, tag, info, expected_rev=expected)
+        else:
+            label_id = ds.save_label(image, path, tag, info)
+    res = instance.on_save_label(image, label_id) or {}
+    res.update({"image": image, "label": label_id})
+    headers = {}
+    if hasattr(ds, "history"):
+        res["revision"] = ds.history.revision(tag, image)
+        headers = _etag(res["revision"])
+    return JSONResponse(res, headers=headers)
+
+
+@router.delete("/datastore/label", summary="Remove the current label (it stays in the label's history)")
+@answers
+def remove_label(id: str, tag: str, user: User = Depends(RBAC(ADMIN))):
+    ds = app_instance().datastore()
+    if hasattr(ds, "history"):
+        ds.remove_label(id, check_name(tag, "label tag"), user=user.username)
+    else:
+        ds.remove_label(check_name(id), check_name(tag, "label tag"))
+    return {}
+
+
+def _label_file(image: str, tag: str) -> tuple[str, dict]:
+    check_name(image, "image id")
+    check_name(tag, "label tag")
+    ds = app_instance().datastore()
+    path = ds.get_label_uri(image, tag)
+    if not path or not os.path.isfile(path):
+        raise InputError(f"image '{image}' has no '{tag}' label", 404)
+    if hasattr(ds, "history"):
+        check_inside(ds.studies_dir, path, "label path")
+        return path, _etag(ds.label_revision(image, tag))
+    return path, {}
+
+
+@router.head("/datastore/label", summary="Check that a label exists")
+@answers
+def check_label(image: str, tag: str, user: User = Depends(RBAC(USER))):
+    _, headers = _label_file(image, tag)
+    return JSONResponse({}, headers=headers)
+
+
+@router.get("/datastore/label", summary="Download the current label (its revision in the ETag header)")
+@answers
+def download_label(label: str, tag: str, user: User = Depends(RBAC(USER))):
+    path, headers = _label_file(label, tag)
+    return FileResponse(path, media_type=get_mime_type(path), filename=os.path.basename(path), headers=headers)
+
+
+@router.get("/datastore/label/versions", summary="List every version of a label, oldest first")
+@answers
+def label_versions(image: str, tag: str = "final", user: User = Depends(RBAC(USER))):
+    return _datastore().label_versions(image, check_name(tag, "label tag"))
+
+
+@router.get("/datastore/label/version", summary="Download one version of a label")
+@answers
+def download_label_version(image: str, rev: int, tag: str = "final", user: User = Depends(RBAC(USER))):
+    entry, path = _datastore().label_version_file(image, check_name(tag, "label tag"), rev)
+    ext = os.path.basename(path)[len(f"r{int(rev):05d}"):]
+    return FileResponse(path, media_type=get_mime_type(path), filename=f"{image}.r{int(rev)}{ext}", headers=_etag(int(rev)))
+
+
+@router.post("/datastore/label/restore", summary="Make an earlier version the current label (as a new version)")
+@answers
+def restore_label_version(image: str, rev: int, tag: str = "final", if_match: Optional[str] = Header(None),
+                          user: User = Depends(RBAC(ANNOTATOR))):
+    instance = app_instance()
+    ds = _datastore()
+    entry = ds.restore_label(image, check_name(tag, "label tag"), rev, user=user.username,
+                             expected_rev=_revision(None, if_match))
+    res = instance.on_save_label(image, image) or {}
+    res.update({"image": image, "tag": tag, "revision": entry["rev"], "restored": int(rev)})
+    return JSONResponse(res, headers=_etag(entry["rev"]))
+
+
+# ---- sessions (Slicer's path for a volume that is not in the datastore) ------------------------------
+@router.put("/session/", summary="Create a session with an uploaded volume")
+@answers
+def create_session(uncompress: bool = False, expiry: int = 0, files: List[UploadFile] = File(...),
+                   user: User = Depends(RBAC(USER))):
+    instance = app_instance()
+    sessions = instance.sessions()
+    if sessions is None:
+        raise HTTPException(status_code=406, detail="sessions are not enabled on this server")
+    if uncompress:
+        raise InputError("uncompress is not supported: upload the volume file(s) themselves", 400)
+    if not files:
+        raise InputError("no file uploaded", 400)
+    if expiry < 0:
+        raise InputError("expiry must be 0 (the server's default) or a number of seconds", 400)
+    with uploads.upload_folder() as folder:
+        if len(files) == 1:
+            data = uploads.save_upload(folder, files[0], "image", trusted=False)
+            try:
+                geometry = read_geometry(data)
+            except Exception as exc:
+                raise InputError(f"the uploaded volume cannot be read (.nii, .nii.gz or .nrrd): {exc}", 422) from None
+            if len(geometry.shape) != 3:
+                raise InputError(f"the uploaded volume has shape {geometry.shape}: a 3-D volume is required", 422)
+        else:  # a DICOM series: one folder of files
+            data = os.path.join(folder, "series")
+            os.makedirs(data)
+            for i, f in enumerate(files):
+                uploads.save_upload(data, f, f"{i:05d}", default_ext=".dcm", trusted=False)
+        session_id, info = sessions.add_session(data, expiry, False)
+    logger.info(f"Session {session_id}: {info.image}")
+    return {"session_id": session_id, "session_info": info.to_json()}
+
+
+def session_image(session_id: str) -> tuple[str, dict]:
+    """The volume of one of this server's sessions (404 when unknown or expired)."""
+    check_name(session_id, "session id")
+    sessions = app_instance().sessions()
+    if sessions is None:
+        raise HTTPException(status_code=406, detail="sessions are not enabled on this server")
+    info = sessions.get_session(session_id)
+    if not info:
+        raise InputError(f"session '{session_id}' not found (expired or never created): upload the volume again", 404)
+    return check_inside(sessions.store_path, info.image, "session image"), info.to_json()
+
+
+# ---- inference ---------------------------------------------------------------------------------------
+@router.post("/infer/{model}", summary="Run inference for a model")
+@answers
+def run_inference(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "",
+                  params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
+                  output: Optional[str] = None, user: User = Depends(RBAC(USER))):
+    from monailabel.endpoints.infer import send_response
+
+    instance = app_instance()
+    check_name(model, "model name")
+    if model not in instance._infers:
+        raise InputError(f"no model '{model}': choose one of {sorted(instance._infers)}", 404)
+    if output not in (None, "image", "json", "all", "dicom_seg"):
+        raise InputError(f"output must be image, json, all or dicom_seg, not {output!r}", 400)
+    p = _json_object(params, "params")
+    request: Dict[str, Any] = dict(instance.info().get("config", {}).get("infer", {}))
+    request.update({k: v for k, v in p.items() if k not in PATH_KEYS})
+    request["model"] = model
+    trusted = []
+    with uploads.upload_folder() as folder:
+        try:
+            if file:
+                request["image"] = uploads.save_upload(folder, file, "image")
+            elif session_id:
+                path, info = session_image(session_id)
+                uploads.trust(path)
+                trusted.append(path)
+                request["image"], request["session"] = path, info
+            elif image:
+                request["image"] = check_name(image, "image id")
+            else:
+                raise InputError("no image: pass ?image=ID, ?session_id=ID or upload a file", 400)
+            if label:
+                label_path = uploads.save_upload(folder, label, "label")
+                if label_path.endswith(".bin"):  # OHIF's scribbles: raw bytes on the image's grid
+                    from monailabel.datastore.utils.convert import binary_to_image
+
+                    ref = request["image"] if os.path.isabs(request["image"]) else _image_file(request["image"])
+                    label_path = binary_to_image(ref, label_path)
+                    uploads.trust(label_path)
+                    trusted.append(label_path)
+                request["label"] = label_path
+            result = instance.infer(request)
+            if result is None:
+                raise InputError("inference returned no result", 500)
+            if output == "dicom_seg":
+                raise InputError("output=dicom_seg needs a DICOMweb datastore", 400)
+            return send_response(instance.datastore(), result, output, background_tasks)
+        finally:
+            for path in trusted:
+                uploads.untrust(path)
+
+
+# ---- training, scoring, active learning: launched off the event loop ---------------------------------
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on", "y", "t")
+
+
+@router.post("/train/{model}", summary="Start training a model")
+@answers
+def run_training(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
+                 enqueue: Optional[bool] = False, user: User = Depends(RBAC(ADMIN))):
+    from monailabel.endpoints.train import run_model
+
+    instance = app_instance()
+    check_name(model, "model name")
+    if model not in instance._trainers:
+        raise InputError(f"no trainer '{model}': choose one of {sorted(instance._trainers)}", 404)
+    params = dict(params or {})
+    if "enqueue" in params:  # also accepted in the body
+        enqueue = enqueue or _truthy(params.pop("enqueue"))
+    task = instance._trainers[model]
+    if getattr(task, "params", None):
+        from lib.trainers.common import parse_request
+
+        try:
+            parse_request(task.params, params)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"bad training parameter: {exc}", 400) from None
+    return run_model(model, params, run_sync, enqueue)
+
+
+@router.post("/scoring/{method}", summary="Run a scoring method")
+@answers
+def run_scoring(method: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
+                user: User = Depends(RBAC(ANNOTATOR))):
+    from monailabel.endpoints.scoring import run_method
+
+    instance = app_instance()
+    check_name(method, "scoring method")
+    if method not in instance._scoring_methods:
+        raise InputError(f"no scoring method '{method}': choose one of {sorted(instance._scoring_methods)}", 404)
+    return run_method(method, params, run_sync)
+
+
+@router.post("/activelearning/{strategy}", summary="Next image to label")
+@answers
+def next_sample(strategy: str, params: Optional[dict] = None, user: User = Depends(RBAC(USER))):
+    from monailabel.endpoints.activelearning import sample
+
+    check_name(strategy, "strategy")
+    return sample(strategy, params, user.username)
+
+
+@router.get("/datastore/", summary="Images and labels of the datastore")
+@answers
+def datastore_listing(output: Optional[str] = None, user: User = Depends(RBAC(USER))):
+    from monailabel.endpoints.datastore import ResultType, datastore
+
+    if output not in (None, "stats", "train", "all"):
+        raise InputError(f"output must be stats, train or all, not {output!r}", 400)
+    ds = app_instance().datastore()
+    lock = getattr(ds, "_mutex", None)
+    if lock is None:
+        return datastore(ResultType(output) if output else None)
+    with lock:
+        return datastore(ResultType(output) if output else None)
