@@ -161,7 +161,10 @@ class AnnotationDatastore(LocalDatastore):
         label_info = {k: v for k, v in info.items() if k != "label_info"}
         label_info.update({"ts": int(entry["ts"]), "name": image_id + ext, "rev": entry["rev"]})
         obj.labels[tag] = DataModel(info=label_info, ext=ext)
-        self._update_datastore_file()
+        try:
+            self._update_datastore_file()
+        except OSError as exc:  # the label and its version are stored; the folder scan finds them again
+            logger.error(f"datastore file not updated after saving {image_id}/{tag} ({exc}); the label is stored")
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
                    expected_rev: int | None = None) -> str:
