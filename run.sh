@@ -8,6 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$ROOT/scripts/setup.sh"
 # monailabel's launcher script runs `python -m monailabel.main` from PATH: put the venv first
 export PATH="$ROOT/.venv/bin:$PATH" VIRTUAL_ENV="$ROOT/.venv"
+# fewer glibc malloc arenas: request threads otherwise each keep their own freed memory (README, "Server")
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec "$ROOT/.venv/bin/monailabel" start_server \
   --app "$ROOT/apps/dints_pancreas" \
   --studies "${STUDIES:-$ROOT/sample-datastore}" \

@@ -158,13 +158,22 @@ def main(argv=None) -> int:
                     if r.status_code >= 500:
                         errors.append(f"{kind}: {r.status_code} {r.text[:200]}")
 
+        samples: list[tuple[float, int]] = []
+        done = threading.Event()
+
+        def sample_rss():
+            while not done.wait(2.0):
+                samples.append((time.time() - t0, proc.memory_info().rss))
+
         t0 = time.time()
+        threading.Thread(target=sample_rss, daemon=True).start()
         threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.time() - t0
+        done.set()
         rss_after = proc.memory_info().rss
         # labels lost: every accepted submit must be a version with exactly its bytes
         lost = 0
@@ -183,6 +192,10 @@ def main(argv=None) -> int:
         five = sum(n for c, n in counts.items() if isinstance(c, int) and c >= 500) + counts["no answer"]
         print(f"5xx or no answer: {five}; labels accepted: {len(accepted)}, lost: {lost}; server alive: {alive}")
         print(f"server RSS: {rss_before / 2**20:.0f} MiB before, {rss_after / 2**20:.0f} MiB after")
+        if samples:
+            quarters = [samples[min(len(samples) - 1, int(q * len(samples)))] for q in (0.25, 0.5, 0.75)]
+            print("server RSS during the run: " + ", ".join(f"{m / 2**20:.0f} MiB at {t:.0f} s" for t, m in quarters)
+                  + f"; peak {max(m for _, m in samples) / 2**20:.0f} MiB")
         for e in errors[:10]:
             print("  error:", e)
         return 0 if (five == 0 and lost == 0 and alive) else 1

@@ -437,3 +437,22 @@ def test_slicer_session_upload_is_segmented_in_its_own_geometry(server, client, 
         seg = seg[::-1, ::-1, :]
     assert (ref > 0).sum() > 100
     assert (seg == ref).mean() > 0.999
+
+
+def test_weights_upload_is_checked_and_keeps_the_previous_file(server):
+    target = server.model_dir / "dints_pancreas_cpu.pt"
+    existing = sorted(p.name for p in server.model_dir.iterdir())
+    refused(requests.put(f"{server.url}/model/dints_pancreas", files={"file": ("w.pt", b"not a checkpoint")}, timeout=30), 422)
+    refused(requests.put(f"{server.url}/model/no_such_model", files={"file": ("w.pt", b"x")}, timeout=30), 404)
+    assert sorted(p.name for p in server.model_dir.iterdir()) == existing
+    shipped = server.model_dir / "pretrained_dints_pancreas_cpu.pt"
+    with open(shipped, "rb") as f:
+        r = requests.put(f"{server.url}/model/dints_pancreas", files={"file": ("w.pt", f)}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert sha(target) == sha(shipped)
+    with open(shipped, "rb") as f:
+        assert requests.put(f"{server.url}/model/dints_pancreas", files={"file": ("w.pt", f)}, timeout=60).status_code == 200
+    assert [p.name for p in server.model_dir.glob("dints_pancreas_cpu.pt.*.replaced")]
+    target.unlink()  # leave the module's model folder as it was for later tests
+    for p in server.model_dir.glob("*.replaced"):
+        p.unlink()

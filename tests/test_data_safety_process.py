@@ -112,6 +112,10 @@ def test_sigterm_stops_server_and_its_children_within_10_seconds(tmp_path):
         time.sleep(0.5)
     children = _descendants(srv.proc.pid)
     assert children, "training started no child process"
+    # a second run is refused while one runs, or queued when the body (as the README says) asks for it
+    assert requests.post(f"{srv.url}/train/dints_pancreas", json=dict(TINY_TRAIN), timeout=30).status_code == 429
+    queued = requests.post(f"{srv.url}/train/dints_pancreas", json=dict(TINY_TRAIN, enqueue=True), timeout=30)
+    assert queued.status_code == 200, queued.text
     time.sleep(2.0)  # the inference is inside the network
     t0 = time.time()
     os.kill(srv.proc.pid, signal.SIGTERM)  # the server only, as systemd or docker stop would

@@ -57,7 +57,9 @@ class DiNTSPancreasApp(MONAILabelApp):
             labels=dict(LABELS),
         )
         from lib.server.install import install_into_server
+        from lib.server.memory import limit_arenas
 
+        limit_arenas(int(conf.get("malloc_arena_max", 2)))
         install_into_server()
 
     def init_infers(self) -> dict[str, InferTask]:
@@ -189,6 +191,7 @@ class DiNTSPancreasApp(MONAILabelApp):
         return AnnotationDatastore(
             self.studies,
             labels=dict(LABELS),
+            repair="monailabel.app" in sys.modules,  # the web server itself, not a train/scoring child
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,

@@ -86,6 +86,17 @@ def read_geometry(path: str) -> Geometry:
     raise ValueError(f"'{ext}' files are not supported")
 
 
+def check_volume_file(path: str, what: str = "the uploaded image") -> Geometry:
+    """The geometry of an uploaded 3-D volume, or :class:`InputError` 422 when it is unreadable or not 3-D."""
+    try:
+        geometry = read_geometry(path)
+    except Exception as exc:
+        raise InputError(f"{what} cannot be read (corrupt, truncated, or not .nii.gz, .nii or .nrrd): {exc}", 422) from None
+    if len(geometry.shape) != 3:
+        raise InputError(f"{what} has shape {geometry.shape}: a 3-D volume is required", 422)
+    return geometry
+
+
 def read_voxels(path: str) -> np.ndarray:
     ext = file_extension(path)
     if ext in (".nii", ".nii.gz"):

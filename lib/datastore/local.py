@@ -27,7 +27,7 @@ from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastor
 
 from lib.data import fileio
 from lib.datastore.history import HISTORY_DIR, LabelHistory, sha256
-from lib.datastore.label_check import LABEL_EXTENSIONS, check_label, file_extension, read_geometry, write_like
+from lib.datastore.label_check import LABEL_EXTENSIONS, check_label, check_volume_file, file_extension, write_like
 from lib.datastore.names import check_inside, check_name, name_problem
 from lib.errors import InputError
 
@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 
 class AnnotationDatastore(LocalDatastore):
-    def __init__(self, datastore_path: str, labels: dict[str, int], **kwargs):
+    def __init__(self, datastore_path: str, labels: dict[str, int], repair: bool = True, **kwargs):
+        """``repair``: finish half-done saves at start (the web server; not its training/scoring child
+        processes, which only read and must not race the server's writes)."""
         self._mutex = threading.RLock()
         self.model_labels = dict(labels)
         self.studies_dir = os.path.realpath(datastore_path)
@@ -44,7 +46,8 @@ class AnnotationDatastore(LocalDatastore):
         bad = [i for i in self.list_images() if name_problem(i)]
         if bad:
             logger.warning(f"{len(bad)} image(s) have ids the server refuses in requests (rename the files): {bad[:5]}")
-        self.reconcile_history()
+        if repair:
+            self.reconcile_history()
 
     # ---- the datastore file and the watcher --------------------------------------------------------
     def _update_datastore_file(self, lock=True):
@@ -102,12 +105,7 @@ class AnnotationDatastore(LocalDatastore):
         allowed = [e.replace("*", "") for e in self._extensions]
         if ext not in allowed:
             raise InputError(f"images must be one of {', '.join(allowed)}; got '{ext or 'no extension'}'", 415)
-        try:
-            geometry = read_geometry(image_filename)
-        except Exception as exc:
-            raise InputError(f"the uploaded image cannot be read (corrupt, truncated or not {ext}): {exc}", 422) from None
-        if len(geometry.shape) != 3:
-            raise InputError(f"the uploaded image has shape {geometry.shape}: a 3-D volume is required", 422)
+        check_volume_file(image_filename)
         name = image_id + ext
         dest = check_inside(self.studies_dir, os.path.join(self._datastore.image_path(), name), "image path")
         with self._mutex:

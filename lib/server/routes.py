@@ -25,7 +25,7 @@ from monailabel.interfaces.exception import MONAILabelException
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import get_mime_type
 
-from lib.datastore.label_check import read_geometry
+from lib.datastore.label_check import check_volume_file
 from lib.datastore.names import check_inside, check_name
 from lib.errors import InputError
 from lib.server import uploads
@@ -281,12 +281,7 @@ def create_session(uncompress: bool = False, expiry: int = 0, files: List[Upload
     with uploads.upload_folder() as folder:
         if len(files) == 1:
             data = uploads.save_upload(folder, files[0], "image", trusted=False)
-            try:
-                geometry = read_geometry(data)
-            except Exception as exc:
-                raise InputError(f"the uploaded volume cannot be read (.nii, .nii.gz or .nrrd): {exc}", 422) from None
-            if len(geometry.shape) != 3:
-                raise InputError(f"the uploaded volume has shape {geometry.shape}: a 3-D volume is required", 422)
+            check_volume_file(data, "the uploaded volume")
         else:  # a DICOM series: one folder of files
             data = os.path.join(folder, "series")
             os.makedirs(data)
@@ -426,3 +421,37 @@ def datastore_listing(output: Optional[str] = None, user: User = Depends(RBAC(US
         return datastore(ResultType(output) if output else None)
     with lock:
         return datastore(ResultType(output) if output else None)
+
+
+# ---- model weights ------------------------------------------------------------------------------------
+@router.put("/model/{model}", summary="Upload new weights (checked to load; the previous file is kept)")
+@answers
+def update_model(model: str, file: UploadFile = File(...), user: User = Depends(RBAC(ANNOTATOR))):
+    import time
+
+    from monailabel.utils.others.generic import file_checksum
+
+    from lib.data import fileio
+    from lib.networks.arch_code import ArchCodeError
+    from lib.networks.factory import CheckpointError, load_network
+
+    instance = app_instance()
+    check_name(model, "model name")
+    task = instance._infers.get(model)
+    if task is None:
+        raise InputError(f"no model '{model}': choose one of {sorted(instance._infers)}", 404)
+    target = instance.model_file(model, validate=False)
+    if not target:
+        raise InputError(f"model '{model}' has no weights file configured", 501)
+    with uploads.upload_folder() as folder:
+        path = uploads.save_upload(folder, file, "weights", default_ext=".pt", trusted=False)
+        if hasattr(task, "profile"):
+            try:
+                load_network(path, task._arch(), task.profile.channel_mul)
+            except (CheckpointError, ArchCodeError, RuntimeError, ValueError, KeyError, EOFError) as exc:
+                raise InputError(f"the uploaded file is not usable weights for '{model}': {exc}", 422) from None
+        if os.path.exists(target):  # never lose the weights being replaced
+            fileio.copy_file(target, f"{target}.{time.strftime('%Y%m%d-%H%M%S')}.replaced")
+        fileio.copy_file(path, target)
+    stat = os.stat(target)
+    return {"checksum": file_checksum(target), "modified_time": int(stat.st_mtime)}
