@@ -319,6 +319,8 @@ def run_inference(background_tasks: BackgroundTasks, model: str, image: str = ""
     if output not in (None, "image", "json", "all", "dicom_seg"):
         raise InputError(f"output must be image, json, all or dicom_seg, not {output!r}", 400)
     p = _json_object(params, "params")
+    if output == "dicom_seg":
+        _check_dicom_seg(instance.datastore(), p)
     request: Dict[str, Any] = dict(instance.info().get("config", {}).get("infer", {}))
     request.update({k: v for k, v in p.items() if k not in PATH_KEYS})
     request["model"] = model
@@ -349,12 +351,31 @@ def run_inference(background_tasks: BackgroundTasks, model: str, image: str = ""
             result = instance.infer(request)
             if result is None:
                 raise InputError("inference returned no result", 500)
-            if output == "dicom_seg":
-                raise InputError("output=dicom_seg needs a DICOMweb datastore", 400)
+            if output == "dicom_seg":  # as MONAI Label does it, for a DICOMweb datastore
+                result["dicom_seg"] = _dicom_seg(instance.datastore(), image, result, p)
             return send_response(instance.datastore(), result, output, background_tasks)
         finally:
             for path in trusted:
                 uploads.untrust(path)
+
+
+def _check_dicom_seg(datastore, params: dict) -> None:
+    from monailabel.datastore.dicom import DICOMWebDatastore
+
+    if not isinstance(datastore, DICOMWebDatastore):
+        raise InputError("output=dicom_seg needs a DICOMweb datastore", 400)
+    if not params.get("label_info"):
+        raise InputError("output=dicom_seg needs label_info in params", 400)
+
+
+def _dicom_seg(datastore, image: str, result: dict, params: dict) -> str:
+    from monailabel.datastore.utils.convert import nifti_to_dicom_seg
+
+    _check_dicom_seg(datastore, params)
+    uri = datastore.get_image_uri(image)
+    base = next((uri[: -len(e)] for e in (".nii.gz", ".nii", ".nrrd") if uri.endswith(e)), uri)
+    label = result.get("file") or result.get("label")
+    return nifti_to_dicom_seg(base, label, params.get("label_info"), use_itk=True)
 
 
 # ---- training, scoring, active learning: launched off the event loop ---------------------------------
