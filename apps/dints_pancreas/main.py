@@ -31,8 +31,10 @@ from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 
 from lib.configs.dints_pancreas import DiNTSPancreasConfig  # noqa: E402
 from lib.configs.profiles import LABELS  # noqa: E402
+from lib.datastore.local import image_uri  # noqa: E402
 from lib.datastore.names import check_name  # noqa: E402
 from lib.errors import InputError  # noqa: E402
+from lib.infers.dints_pancreas import _truthy  # noqa: E402
 from lib.server.uploads import is_trusted  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -208,12 +210,7 @@ class DiNTSPancreasApp(MONAILabelApp):
             if is_trusted(image):
                 return None
             raise InputError("server paths cannot be read: pass a datastore image id, a session id or upload a file", 400)
-        check_name(image, "image id")
-        ds = self.datastore()
-        path = ds.image_path(image) if hasattr(ds, "image_path") else ds.get_image_uri(image)
-        if not path:
-            raise InputError(f"image '{image}' is not in the datastore", 404)
-        request["image"] = path
+        request["image"] = image_uri(self.datastore(), image)
         return image
 
     def infer(self, request, datastore=None):
@@ -222,7 +219,7 @@ class DiNTSPancreasApp(MONAILabelApp):
                 return super().infer(request, datastore)
             request = dict(request)
             image_id = self._resolve_image(request)
-            save_label = str(request.pop("save_label", "false")).lower() in ("1", "true", "yes")
+            save_label = _truthy(request.pop("save_label", False))
             task = self._infers.get(request.get("model"))
             if task is not None and hasattr(task, "check_request"):
                 task.check_request(request)  # range checks before waiting for the inference slot

@@ -68,20 +68,15 @@ class LabelHistory:
         head = self.head(tag, image_id)
         return int(head["rev"]) if head else 0
 
+    def file_of(self, tag: str, image_id: str, entry: dict) -> str | None:
+        """The file of a version entry; None for a deletion."""
+        return None if entry.get("deleted") else os.path.join(self.folder(tag, image_id), entry["file"])
+
     def version_path(self, tag: str, image_id: str, rev: int) -> tuple[dict, str | None]:
         for entry in self.versions(tag, image_id):
             if int(entry["rev"]) == int(rev):
-                if entry.get("deleted"):
-                    return entry, None
-                return entry, os.path.join(self.folder(tag, image_id), entry["file"])
+                return entry, self.file_of(tag, image_id, entry)
         raise KeyError(rev)
-
-    def last_content(self, tag: str, image_id: str) -> tuple[dict, str] | None:
-        """The newest version that holds a label (not a deletion), with its file."""
-        for entry in reversed(self.versions(tag, image_id)):
-            if not entry.get("deleted"):
-                return entry, os.path.join(self.folder(tag, image_id), entry["file"])
-        return None
 
     def tracked(self) -> list[tuple[str, str]]:
         """Every (tag, image id) with a history."""
@@ -93,28 +88,30 @@ class LabelHistory:
         return out
 
     # ---- writing -----------------------------------------------------------------------------------
-    def add(self, tag: str, image_id: str, src: str, ext: str, meta: dict) -> dict:
-        """Store ``src`` as the next version (file first, index second) and return its entry."""
-        folder = self.folder(tag, image_id)
-        index = self.index(tag, image_id)
-        rev = (int(index["versions"][-1]["rev"]) if index["versions"] else 0) + 1
-        name = f"r{rev:05d}{ext}"
-        fileio.copy_file(src, os.path.join(folder, name))
-        entry = {"rev": rev, "file": name, "sha256": sha256(os.path.join(folder, name)),
-                 "size": os.path.getsize(os.path.join(folder, name)), "ts": round(time.time(), 3),
+    def _append(self, tag: str, image_id: str, index: dict, rev: int, fields: dict, meta: dict) -> dict:
+        entry = {"rev": rev, **fields, "ts": round(time.time(), 3),
                  **{k: v for k, v in meta.items() if v not in (None, "")}}
         index["versions"].append(entry)
         self._write_index(tag, image_id, index)
         return entry
 
+    @staticmethod
+    def _next_rev(index: dict) -> int:
+        return (int(index["versions"][-1]["rev"]) if index["versions"] else 0) + 1
+
+    def add(self, tag: str, image_id: str, src: str, ext: str, meta: dict) -> dict:
+        """Store ``src`` as the next version (file first, index second) and return its entry."""
+        index = self.index(tag, image_id)
+        rev = self._next_rev(index)
+        name = f"r{rev:05d}{ext}"
+        path = os.path.join(self.folder(tag, image_id), name)
+        fileio.copy_file(src, path)
+        return self._append(tag, image_id, index, rev,
+                            {"file": name, "sha256": sha256(path), "size": os.path.getsize(path)}, meta)
+
     def add_deletion(self, tag: str, image_id: str, meta: dict) -> dict:
         index = self.index(tag, image_id)
-        rev = (int(index["versions"][-1]["rev"]) if index["versions"] else 0) + 1
-        entry = {"rev": rev, "deleted": True, "ts": round(time.time(), 3),
-                 **{k: v for k, v in meta.items() if v not in (None, "")}}
-        index["versions"].append(entry)
-        self._write_index(tag, image_id, index)
-        return entry
+        return self._append(tag, image_id, index, self._next_rev(index), {"deleted": True}, meta)
 
     def remove_strays(self, tag: str, image_id: str) -> list[str]:
         """Delete temporary files and version files the index does not name (a save killed before its index)."""

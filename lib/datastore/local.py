@@ -129,18 +129,16 @@ class AnnotationDatastore(LocalDatastore):
             super().remove_image(image_id)
 
     # ---- labels ------------------------------------------------------------------------------------
-    def _sync_current(self, image_id: str, tag: str, meta: dict | None = None) -> dict | None:
+    def _sync_current(self, image_id: str, tag: str) -> dict | None:
         """Make the history's head describe the current file: a label written by hand (or from before
         the history existed) becomes a version first, so the next save cannot destroy it."""
         current = self._current_label(image_id, tag)
-        head = self.history.last_content(tag, image_id)
         if current is None:
             return None
-        if head is not None and self.history.head(tag, image_id).get("deleted") is not True \
-                and head[0].get("sha256") == sha256(current):
-            return head[0]
-        entry = self.history.add(tag, image_id, current, file_extension(current),
-                                 {"source": "found on disk", **(meta or {})})
+        head = self.history.head(tag, image_id)
+        if head is not None and not head.get("deleted") and head["sha256"] == sha256(current):
+            return head
+        entry = self.history.add(tag, image_id, current, file_extension(current), {"source": "found on disk"})
         logger.info(f"Label {image_id}/{tag}: the file on disk kept as revision {entry['rev']}")
         return entry
 
@@ -191,8 +189,7 @@ class AnnotationDatastore(LocalDatastore):
                 finally:
                     if src != label_filename and os.path.exists(src):
                         os.unlink(src)
-                _, version_file = self.history.version_path(tag, image_id, entry["rev"])
-                self._publish(image_id, tag, version_file, entry, info)
+                self._publish(image_id, tag, self.history.file_of(tag, image_id, entry), entry, info)
             except OSError as exc:
                 raise InputError(f"the label could not be stored ({exc.strerror}: {exc.filename}); "
                                  "the previous version is unchanged", 503) from None
@@ -270,7 +267,7 @@ class AnnotationDatastore(LocalDatastore):
                     elif current:
                         self._sync_current(image_id, tag)
                     continue
-                _, head_file = self.history.version_path(tag, image_id, head["rev"])
+                head_file = self.history.file_of(tag, image_id, head)
                 if current is None:
                     finish = True  # the first save killed before the current file was written
                 else:
@@ -292,3 +289,14 @@ class AnnotationDatastore(LocalDatastore):
                         changed = True
             if changed:
                 self._update_datastore_file()
+
+
+def image_uri(datastore, image_id: str) -> str:
+    """The image of a datastore id in this datastore or a remote one (DICOMweb): 400 for a bad id, 404 for
+    an unknown one."""
+    if isinstance(datastore, AnnotationDatastore):
+        return datastore.image_path(image_id)
+    uri = datastore.get_image_uri(check_name(image_id, "image id"))
+    if not uri:
+        raise InputError(f"image '{image_id}' is not in the datastore", 404)
+    return uri

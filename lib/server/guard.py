@@ -28,7 +28,7 @@ _NAMED_PATH = re.compile(r"^/(infer/wsi|infer|train|scoring|activelearning|sessi
 def _problem(scope) -> str | None:
     path = scope.get("path", "")
     m = _NAMED_PATH.match(path)
-    if m and m.group("name") not in ("",):
+    if m:
         what = "session id" if m.group(1) == "session" else "name"
         problem = name_problem(m.group("name"))
         if problem:

@@ -26,6 +26,7 @@ from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import get_mime_type
 
 from lib.datastore.label_check import check_volume_file
+from lib.datastore.local import image_uri
 from lib.datastore.names import check_inside, check_name
 from lib.errors import InputError
 from lib.server import uploads
@@ -125,20 +126,14 @@ def add_image(image: Optional[str] = None, params: str = Form("{}"), file: Uploa
 @answers
 def remove_image(id: str, user: User = Depends(RBAC(ADMIN))):
     ds = app_instance().datastore()
-    if hasattr(ds, "image_path"):
-        ds.image_path(id)
-    elif not ds.get_image_uri(check_name(id)):
-        raise InputError(f"image '{id}' is not in the datastore", 404)
+    image_uri(ds, id)
     ds.remove_image(id)
     return {}
 
 
 def _image_file(image: str) -> str:
-    ds = app_instance().datastore()
-    if hasattr(ds, "image_path"):
-        return ds.image_path(image)
-    uri = ds.get_image_uri(check_name(image, "image id"))
-    if not uri or not os.path.isfile(uri):
+    uri = image_uri(app_instance().datastore(), image)
+    if not os.path.isfile(uri):
         raise InputError(f"image '{image}' is not in the datastore", 404)
     return uri
 
@@ -379,15 +374,13 @@ def _dicom_seg(datastore, image: str, result: dict, params: dict) -> str:
 
 
 # ---- training, scoring, active learning: launched off the event loop ---------------------------------
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on", "y", "t")
-
-
 @router.post("/train/{model}", summary="Start training a model")
 @answers
 def run_training(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
                  enqueue: Optional[bool] = False, user: User = Depends(RBAC(ADMIN))):
     from monailabel.endpoints.train import run_model
+
+    from lib.infers.dints_pancreas import _truthy
 
     instance = app_instance()
     check_name(model, "model name")
