@@ -75,9 +75,10 @@ def phantom_case(seed: int, preset: str) -> dict:
 
 
 def load_cases(seeds, spacing, crop, crop_masks: bool, preset: str):
-    from lib.training.phantom_training import prepare
+    from lib.task import get_task
+    from lib.trainers.phantom_fit import prepare
 
-    return prepare((phantom_case(s, preset) for s in seeds), spacing, (crop,) * 3, crop_masks=crop_masks,
+    return prepare(get_task("pancreas"), (phantom_case(s, preset) for s in seeds), spacing, (crop,) * 3, crop_masks=crop_masks,
                    progress=False)
 
 
@@ -105,7 +106,10 @@ def campaign(seed: int, strategies: list[str], cfg: dict, heldout: list[dict], s
 
     from lib.networks.compact_arch import compact_cpu_arch
     from lib.networks.factory import build_dints
-    from lib.training.phantom_training import fit, validate
+    from lib.task import get_task
+    from lib.trainers.phantom_fit import fit, validate
+
+    task = get_task("pancreas")
 
     pool_seeds = [POOL_SEED_BASE + 1000 * seed + i for i in range(cfg["pool"])]
     t0 = time.time()
@@ -117,7 +121,7 @@ def campaign(seed: int, strategies: list[str], cfg: dict, heldout: list[dict], s
     def train(net, labelled, steps, tag):
         set_determinism(seed=seed * 7919 + len(labelled))
         t = time.time()
-        res = fit(net, [pool[i] for i in labelled], (), crop=cfg["crop"], batch=2, minutes=1e6, max_steps=steps,
+        res = fit(net, task, [pool[i] for i in labelled], (), crop=cfg["crop"], batch=2, minutes=1e6, max_steps=steps,
                   lr=cfg["lr"], log=lambda _m: None)
         log(f"seed {seed} {tag}: trained {res.steps} steps on {len(labelled)} volumes in {time.time() - t:.0f}s")
 
@@ -126,7 +130,7 @@ def campaign(seed: int, strategies: list[str], cfg: dict, heldout: list[dict], s
         return {k: float(v) for k, v in d.items()}
 
     torch.manual_seed(seed)
-    net0 = build_dints(compact_cpu_arch(), cfg["channel_mul"])
+    net0 = build_dints(compact_cpu_arch(), cfg["channel_mul"], task.num_classes)
     train(net0, initial, cfg["init_steps"], "round 0")
     d0 = evaluate(net0)
     log(f"seed {seed} round 0 ({len(initial)} labelled): {d0}")
@@ -264,9 +268,9 @@ def main(argv=None) -> int:
     cfg.pop("seeds", None)
     torch.set_num_threads(args.threads)
 
-    from lib.configs.profiles import get_profile
+    from lib.task import get_task
 
-    spacing = tuple(get_profile("cpu").spacing)
+    spacing = get_task("pancreas").spacing_for("cpu")
     log(f"mode {mode}: {cfg}; seeds {seeds}; strategies {args.strategies}; spacing {spacing}")
     t0 = time.time()
     heldout = load_cases([HELDOUT_SEED_BASE + i for i in range(cfg["heldout"])], spacing, cfg["crop"], False, cfg["preset"])

@@ -43,11 +43,9 @@ REAL_CT_REF = os.path.join(SHARED, "data", "real-ct", "example_ct_pancreas_refer
 
 # ---- the two pipelines (run in a child process) -----------------------------------------------------------
 def load_net(weights, arch_file, channel_mul):
-    from lib.networks.arch_code import load_arch_code
-    from lib.networks.factory import load_network
+    from lib.networks.factory import NetworkSpec
 
-    arch = load_arch_code(arch_file) if arch_file and os.path.exists(arch_file) else None
-    net, _ = load_network(weights, arch, channel_mul)
+    net, _ = NetworkSpec("dints", 3, channel_mul, arch_file).load(weights)
     return net.eval()
 
 
@@ -101,17 +99,20 @@ def run_bundle(image, out, weights, arch_file, profile):
 def run_ours(image, out, weights, arch_file, profile, conf=None):
     import shutil
 
-    from lib.infers.dints_pancreas import DiNTSPancreasInfer
-    from lib.inference.backends import BackendOptions
-    from lib.inference.fast_path import FastPathOptions
+    from lib.infers.segmentation import SegmentationInfer
+    from lib.networks.factory import NetworkSpec
+    from lib.runtime.backends import BackendOptions
+    from lib.runtime.fast_path import FastPathOptions
+    from lib.runtime.served_model import ServedModel
+    from lib.task import get_task
 
     conf = dict(conf or {})
-    task = DiNTSPancreasInfer(
-        [weights], arch_file, profile, backend=conf.get("backend", "auto"),
-        backend_options=BackendOptions(roi_size=tuple(profile.roi_size), sw_batch_size=profile.sw_batch_size),
-        fast_path=FastPathOptions(enabled=conf.get("fast_path", "true") == "true"),
-        background_compile=conf.get("background_compile", "true") == "true",
-    )
+    pancreas = get_task("pancreas")
+    served = ServedModel([weights], NetworkSpec("dints", pancreas.num_classes, profile.channel_mul, arch_file),
+                         BackendOptions(roi_size=tuple(profile.roi_size), sw_batch_size=profile.sw_batch_size),
+                         background_compile=conf.get("background_compile", "true") == "true")
+    task = SegmentationInfer(served, pancreas, profile, backend=conf.get("backend", "auto"),
+                             fast_path=FastPathOptions(enabled=conf.get("fast_path", "true") == "true"))
     # what a running server has done at start-up: the network loaded and (CPU, auto) its compiled package
     # built in the background, or loaded from the engine cache; timed apart, not part of the request
     warm = time.time()
@@ -142,7 +143,7 @@ def child_main(args) -> int:
     logging.disable(logging.WARNING)
     import torch
 
-    from lib.configs.profiles import get_profile
+    from lib.profiles import get_profile
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -234,7 +235,7 @@ def gpu_table(args):
     """Model computation per 96^3 batch (sw_batch 4) on CUDA: torch fp32, AMP, compile+AMP, TensorRT fp32/fp16."""
     import torch
 
-    from lib.inference.backends import BackendOptions, prepare
+    from lib.runtime.backends import BackendOptions, prepare
 
     net = load_net(args.weights, args.arch_file, args.channel_mul).cuda()
     x = torch.rand(4, 1, 96, 96, 96, device="cuda")
@@ -261,7 +262,7 @@ def gpu_table(args):
 
 
 def main(argv=None) -> int:
-    from lib.configs.profiles import get_profile
+    from lib.profiles import get_profile
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="real CT + one realistic phantom")
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     profile = get_profile(args.profile)
-    args.weights = args.weights or os.path.join(ROOT, "model", profile.pretrained_file)
+    args.weights = args.weights or os.path.join(ROOT, "model", profile.pretrained_file("dints", "pancreas"))
     args.arch_file = args.arch_file or os.path.join(ROOT, "model", profile.arch_file)
     args.channel_mul = profile.channel_mul
     if args.child:

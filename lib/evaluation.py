@@ -15,12 +15,13 @@ HELD_OUT_SEED_BASE = 9500  # never used for training (5000+), validation (9000+)
 
 
 def make_infer_task(model_dir: str | os.PathLike, conf: dict[str, str] | None = None):
-    """The ``dints_pancreas`` task exactly as the app builds it."""
-    from lib.configs.dints_pancreas import DiNTSPancreasConfig
+    """The infer task exactly as the app builds it (``dints_pancreas`` unless ``conf`` names a task/network)."""
+    from lib.configs.segmentation import SegmentationConfig, model_name
 
-    cfg = DiNTSPancreasConfig()
-    cfg.init("dints_pancreas", str(model_dir), dict(conf or {}), None)
-    return cfg.infer()["dints_pancreas"]
+    conf = dict(conf or {})
+    cfg = SegmentationConfig()
+    cfg.init(model_name(conf), str(model_dir), conf, None)
+    return cfg.infer()[model_name(conf)]
 
 
 def segment_file(task, image_path: str | os.PathLike, **params) -> tuple[np.ndarray, dict]:
@@ -31,8 +32,9 @@ def segment_file(task, image_path: str | os.PathLike, **params) -> tuple[np.ndar
 
 
 def evaluate_phantoms(task, seeds: Iterable[int], preset: str = "sample", workdir: str | None = None) -> list[dict]:
-    """Per-phantom Dice of the task's label against the phantom's ground truth, in the input geometry."""
-    from lib.data.phantom import make_phantom, save_phantom
+    """Per-phantom Dice of the infer task's label against the phantom's ground truth (the task's label), in the
+    input geometry."""
+    from lib.data.phantom import make_phantom, save_phantom, task_label
 
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -41,5 +43,7 @@ def evaluate_phantoms(task, seeds: Iterable[int], preset: str = "sample", workdi
             path = Path(tmp) / f"phantom_{seed}.nii.gz"
             save_phantom(ph, path)
             label, _ = segment_file(task, path)
-            rows.append({"seed": seed, "has_tumour": bool(ph.info.get("has_tumour")), **dice_per_class(label, ph.label)})
+            truth = task_label(ph, task.task.name)
+            rows.append({"seed": seed, "has_tumour": bool(ph.info.get("has_tumour")),
+                         **dice_per_class(label, truth, task.task.class_names)})
     return rows

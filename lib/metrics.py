@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-CLASS_NAMES = {1: "pancreas", 2: "tumor"}
-
 
 def dice(pred: np.ndarray, truth: np.ndarray, value: int) -> float:
     """Dice of one class; NaN when the class is absent from both (no evidence either way)."""
@@ -16,8 +14,13 @@ def dice(pred: np.ndarray, truth: np.ndarray, value: int) -> float:
     return 2.0 * int(np.logical_and(p, t).sum()) / denom
 
 
-def dice_per_class(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    return {name: dice(pred, truth, value) for value, name in CLASS_NAMES.items()}
+def dice_per_class(pred: np.ndarray, truth: np.ndarray, class_names: dict[int, str] | None = None) -> dict[str, float]:
+    """Dice of every label of a task (``task.class_names``; default: the pancreas task's)."""
+    if class_names is None:
+        from lib.task import get_task
+
+        class_names = get_task("pancreas").class_names
+    return {name: dice(pred, truth, value) for value, name in class_names.items()}
 
 
 def mean_ignoring_nan(values) -> float:

@@ -24,13 +24,17 @@ if ROOT not in sys.path:
 
 
 def main(argv=None) -> int:
-    from lib.configs.profiles import get_profile
-    from lib.inference.export import export_model
+    from lib.networks.factory import NetworkSpec
+    from lib.profiles import get_profile, normalise_network
+    from lib.runtime.export import export_model
+    from lib.task import get_task
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", default="torchscript", choices=["torchscript", "tensorrt", "aot"],
                    help="aot: the CPU's compiled package (AOTInductor .pt2) that --conf backend auto/aot loads")
     p.add_argument("--profile", default=None, help="cpu or gpu (default: from the hardware)")
+    p.add_argument("--task", default="pancreas", help="pancreas or spleen (as --conf task)")
+    p.add_argument("--network", default="dints", help="dints or unet (as --conf network)")
     p.add_argument("--model_dir", default=os.path.join(ROOT, "model"))
     p.add_argument("--weights", default=None, help="default: the profile's trained weights if present, else its pretrained")
     p.add_argument("--arch_file", default=None, help="default: the profile's architecture file")
@@ -44,16 +48,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
-    profile = get_profile(args.profile)
+    profile, task, network = get_profile(args.profile), get_task(args.task), normalise_network(args.network)
     weights = args.weights
     if weights is None:
-        trained = os.path.join(args.model_dir, profile.trained_file)
-        weights = trained if os.path.exists(trained) else os.path.join(args.model_dir, profile.pretrained_file)
+        trained = os.path.join(args.model_dir, profile.trained_file(network, task.name))
+        weights = trained if os.path.exists(trained) else os.path.join(args.model_dir, profile.pretrained_file(network, task.name))
     arch_file = args.arch_file or os.path.join(args.model_dir, profile.arch_file)
+    spec = NetworkSpec(network, task.num_classes, args.channel_mul or profile.channel_mul, arch_file)
     lo, opt, hi = (int(v) for v in args.dynamic_batchsize.split(","))
     roi = (args.roi_size,) * 3 if args.roi_size else tuple(profile.roi_size)
     path = export_model(
-        weights, args.format, arch_file, args.channel_mul or profile.channel_mul, args.precision, roi,
+        weights, args.format, spec, args.precision, roi,
         (lo, hi), profile.sw_batch_size if args.format == "aot" else opt, args.output, args.device,
         verify=not args.no_verify,
     )

@@ -62,7 +62,7 @@ def publish_random_model(path: Path, seed: int) -> str:
     """A random tiny DiNTS (compact cpu architecture, channel_mul 0.125) published atomically; its checksum."""
     torch.manual_seed(seed)
     arch = compact_cpu_arch()
-    net = build_dints(arch, CHANNEL_MUL)
+    net = build_dints(arch, CHANNEL_MUL, 3)
     save_checkpoint(net, arch, path, meta={"channel_mul": CHANNEL_MUL, "profile": "cpu", "note": f"random seed {seed}"})
     return file_checksum(path)
 

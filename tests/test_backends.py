@@ -11,14 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from lib.configs.profiles import get_profile
+from lib.profiles import get_profile
 from lib.errors import InputError
-from lib.inference import backends as B
-from lib.inference.static_dints import StaticDiNTS
-from lib.infers.dints_pancreas import DiNTSPancreasInfer
+from lib.runtime import backends as B
+from lib.runtime import engine_cache as E
+from lib.runtime.static_dints import StaticDiNTS
+from lib.infers.segmentation import SegmentationInfer
 from lib.networks.arch_code import ArchCode
 from lib.networks.compact_arch import compact_cpu_arch
-from lib.networks.factory import build_dints, file_checksum, save_checkpoint
+from lib.networks.factory import NetworkSpec, build_dints, file_checksum, save_checkpoint
+from lib.runtime.aot_package import aot_package_path
+from lib.runtime.served_model import ServedModel
+from lib.task import get_task
 
 ROI = (32, 32, 32)
 
@@ -34,7 +38,7 @@ def tiny_arch() -> ArchCode:
 def tiny_checkpoint(path, seed: int = 0, arch: ArchCode | None = None) -> str:
     torch.manual_seed(seed)
     arch = arch or tiny_arch()
-    net = build_dints(arch, 0.125)
+    net = build_dints(arch, 0.125, 3)
     # a larger final bias spread so the random net's argmax is not a coin toss everywhere
     with torch.no_grad():
         net.stem_finals[-1].bias.copy_(torch.tensor([0.0, -0.05, -0.1]))
@@ -55,9 +59,11 @@ def tiny_ct(path, shape=(64, 60, 20), spacing=(3.0, 3.0, 6.0), seed: int = 0) ->
     return str(path)
 
 
-def tiny_task(weights, **kwargs) -> DiNTSPancreasInfer:
+def tiny_task(weights, backend_options=None, background_compile=False, **kwargs) -> SegmentationInfer:
     profile = get_profile("cpu").with_overrides(channel_mul=0.125, roi_size=ROI, spacing=(4.0, 4.0, 4.0), sw_batch_size=2)
-    return DiNTSPancreasInfer([str(weights)], "", profile, **kwargs)
+    served = ServedModel([str(weights)], NetworkSpec("dints", 3, profile.channel_mul, None),
+                         backend_options or B.BackendOptions(roi_size=ROI, sw_batch_size=2), background_compile)
+    return SegmentationInfer(served, get_task("pancreas"), profile, **kwargs)
 
 
 def infer(task, image, **req):
@@ -80,12 +86,12 @@ def torch_label(files):
 
 
 def test_backend_names_accepted(tmp_path):
-    from lib.configs.dints_pancreas import DiNTSPancreasConfig
+    from lib.configs.segmentation import SegmentationConfig
 
     for name in B.BACKENDS:
         assert B.normalise_backend(name) == name
         assert B.normalise_backend(name.upper()) == name
-        config = DiNTSPancreasConfig()
+        config = SegmentationConfig()
         config.init("dints_pancreas", str(tmp_path), {"profile": "cpu", "backend": name}, None)
         task = config.infer()["dints_pancreas"]
         assert task.backend == name and task.info()["backend"] == name
@@ -105,7 +111,7 @@ def test_unknown_backend_in_request_is_a_400(files):
 def test_static_dints_is_identical_to_dints():
     torch.manual_seed(1)
     for arch in (tiny_arch(), compact_cpu_arch()):
-        net = build_dints(arch, 0.125).eval()
+        net = build_dints(arch, 0.125, 3).eval()
         x = torch.rand(2, 1, *ROI)
         with torch.no_grad():
             assert torch.equal(net(x), StaticDiNTS(net).eval()(x))
@@ -114,7 +120,7 @@ def test_static_dints_is_identical_to_dints():
 def test_tensorrt_without_cuda_falls_back_to_torch(files, torch_label, caplog):
     weights, image = files
     task = tiny_task(weights, backend="tensorrt")
-    with caplog.at_level(logging.WARNING, logger="lib.inference.backends"):
+    with caplog.at_level(logging.WARNING, logger="lib.runtime.backends"):
         label, result = infer(task, image, fast_path=False)
     lines = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
     assert len(lines) == 1 and "tensorrt" in lines[0] and ("CUDA" in lines[0] or "torch-tensorrt" in lines[0]), lines
@@ -146,14 +152,14 @@ def test_compile_gives_the_same_label_as_torch(files, torch_label):
 def test_torchscript_export_loads_and_matches_eager(files, torch_label, tmp_path):
     import shutil
 
-    from lib.inference.export import export_model
+    from lib.runtime.export import export_model
 
     weights = shutil.copy(files[0], tmp_path / "w.pt")
-    path = export_model(weights, "torchscript", channel_mul=0.125, roi_size=ROI, batch_range=(1, 8), opt_batch=2, device="cpu")
+    path = export_model(weights, "torchscript", spec=NetworkSpec("dints", 3, 0.125), roi_size=ROI, batch_range=(1, 8), opt_batch=2, device="cpu")
     assert path.startswith(str(tmp_path / "engines")) and path.endswith(".ts")
     loaded = torch.jit.load(path)
     x = torch.rand(3, 1, *ROI)
-    net = tiny_task(weights)._get_network("cpu", None)
+    net = tiny_task(weights).served.network("cpu")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x), rtol=1e-4, atol=1e-5)
     # the server finds the exported file in the engine cache instead of tracing again
@@ -166,22 +172,22 @@ def test_engine_cache_key_changes_with_weights_precision_batch_and_versions(tmp_
     w = tiny_checkpoint(tmp_path / "model.pt", seed=0)
     versions = {"torch": "2.13.0", "torch_tensorrt": "2.13.0"}
     base = dict(backend="tensorrt", precision="fp16", batch_range=(1, 8), roi_size=(96, 96, 96), device="H100", versions=versions)
-    k0 = B.engine_key(file_checksum(w), **base)
-    assert B.engine_key(file_checksum(w), **base) == k0  # stable
+    k0 = E.engine_key(file_checksum(w), **base)
+    assert E.engine_key(file_checksum(w), **base) == k0  # stable
     tiny_checkpoint(w, seed=1)  # training publishes new weights under the same name
-    assert B.engine_key(file_checksum(w), **base) != k0
+    assert E.engine_key(file_checksum(w), **base) != k0
     for change in ({"precision": "fp32"}, {"batch_range": (1, 4)}, {"versions": {**versions, "torch_tensorrt": "2.14.0"}},
                    {"roi_size": (128, 128, 128)}, {"device": "A100"}):
-        assert B.engine_key("abc", **{**base, **change}) != B.engine_key("abc", **base), change
+        assert E.engine_key("abc", **{**base, **change}) != E.engine_key("abc", **base), change
     # the cache path follows the key, and stale engines of the same weights are pruned
     opts = B.BackendOptions(roi_size=(96, 96, 96))
-    old = B.cached_engine_path(w, "aaaa", "torchscript", "fp32", opts, "cpu")
-    new = B.cached_engine_path(w, "bbbb", "torchscript", "fp32", opts, "cpu")
+    old = E.cached_engine_path(w, "aaaa", "torchscript", "fp32", opts, "cpu")
+    new = E.cached_engine_path(w, "bbbb", "torchscript", "fp32", opts, "cpu")
     assert old != new and old.startswith(str(tmp_path / "engines"))
     (tmp_path / "engines").mkdir()
     open(old, "w").close()
     open(new, "w").close()
-    B.prune_engines(str(tmp_path / "engines"), w, "torchscript", "fp32", keep=new)
+    E.prune_engines(str(tmp_path / "engines"), w, "torchscript", "fp32", keep=new)
     assert not (tmp_path / "engines" / old.split("/")[-1]).exists() and (tmp_path / "engines" / new.split("/")[-1]).exists()
 
 
@@ -216,9 +222,9 @@ def test_cpu_auto_builds_the_compiled_package_in_the_background_then_uses_it(fil
     info = result["inference"]
     assert info["backend"] == "torch" and info["requested"] == "auto" and "background" in info["note"], info
     np.testing.assert_array_equal(label, torch_label)
-    package = B.aot_package_path(weights, file_checksum(weights), task.backend_options)
+    package = aot_package_path(weights, file_checksum(weights), task.backend_options)
     assert package.startswith(str(tmp_path / "engines")) and package.endswith(".pt2")
-    assert task._builds.wait(package, timeout=600), open(f"{package}.log").read()
+    assert task.served._builds.wait(package, timeout=600), open(f"{package}.log").read()
 
     label, result = infer(task, image, fast_path=False)
     info = result["inference"]
@@ -232,27 +238,27 @@ def test_cpu_auto_builds_the_compiled_package_in_the_background_then_uses_it(fil
 
     # another process (a restarted server) loads the file: no build, a fraction of a second
     start = time.time()
-    prepared = B.prepare(tiny_task(weights)._get_network("cpu", None), "aot", "cpu", task.backend_options,
+    prepared = B.prepare(tiny_task(weights).served.network("cpu"), "aot", "cpu", task.backend_options,
                          weights_path=weights, checksum=file_checksum(weights))
     assert prepared.backend == "aot" and prepared.engine_file == package and time.time() - start < 10
     with torch.no_grad():
         x = torch.rand(2, 1, *ROI)
-        torch.testing.assert_close(prepared.forward(x), task._get_network("cpu", None)(x), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(prepared.forward(x[:1]), task._get_network("cpu", None)(x[:1]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(prepared.forward(x), task.served.network("cpu")(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(prepared.forward(x[:1]), task.served.network("cpu")(x[:1]), rtol=1e-4, atol=1e-5)
         x5 = torch.rand(5, 1, *ROI)  # a request's larger sw_batch_size: chunks of the package's batch, last one padded
-        torch.testing.assert_close(prepared.forward(x5), task._get_network("cpu", None)(x5), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(prepared.forward(x5), task.served.network("cpu")(x5), rtol=1e-4, atol=1e-5)
 
 
 def test_failed_background_build_is_reported_once_and_stays_eager(files, tmp_path, caplog):
-    from lib.inference.aot_package import BackgroundBuilds
+    from lib.runtime.aot_package import BackgroundBuilds
 
     builds = BackgroundBuilds()
     target = str(tmp_path / "engines" / "missing.aot.fp32.x.pt2")
-    with caplog.at_level(logging.WARNING, logger="lib.inference.aot_package"):
-        assert builds.start(target, str(tmp_path / "missing.pt"), None, 0.125, ROI, 2)
+    with caplog.at_level(logging.WARNING, logger="lib.runtime.aot_package"):
+        assert builds.start(target, str(tmp_path / "missing.pt"), NetworkSpec("dints", 3, 0.125), ROI, 2)
         assert not builds.wait(target, timeout=300)
     assert "weights file not found" in builds.failed[target], builds.failed
-    assert not builds.start(target, str(tmp_path / "missing.pt"), None, 0.125, ROI, 2)  # not retried
+    assert not builds.start(target, str(tmp_path / "missing.pt"), NetworkSpec("dints", 3, 0.125), ROI, 2)  # not retried
     lines = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(lines) == 1 and "staying on eager" in lines[0], lines
     assert not (tmp_path / "engines" / "missing.aot.fp32.x.pt2").exists()
@@ -261,15 +267,15 @@ def test_failed_background_build_is_reported_once_and_stays_eager(files, tmp_pat
 def test_exported_cpu_package_is_used_by_auto_without_a_build(files, torch_label, tmp_path):
     import shutil
 
-    from lib.inference.export import export_model
+    from lib.runtime.export import export_model
 
     weights = shutil.copy(files[0], tmp_path / "w.pt")
-    path = export_model(weights, "aot", channel_mul=0.125, roi_size=ROI, opt_batch=2, device="cpu")
+    path = export_model(weights, "aot", spec=NetworkSpec("dints", 3, 0.125), roi_size=ROI, opt_batch=2, device="cpu")
     assert path.startswith(str(tmp_path / "engines")) and path.endswith(".pt2")
     task = tiny_task(weights, background_compile=True)
     label, result = infer(task, files[1], fast_path=False)
     assert result["inference"]["backend"] == "aot" and result["inference"]["engine_file"] == path.split("/")[-1]
-    assert not task._builds.running(path) and not task._builds.failed
+    assert not task.served._builds.running(path) and not task.served._builds.failed
     assert (label == torch_label).mean() > 0.999
 
 
@@ -285,4 +291,4 @@ def test_unwritable_engine_dir_leaves_requests_eager(files, torch_label, tmp_pat
         info = result["inference"]
         assert info["backend"] == "torch" and "cannot start the build" in info["note"], info
         np.testing.assert_array_equal(label, torch_label)
-    assert len(task._builds.failed) == 1
+    assert len(task.served._builds.failed) == 1

@@ -230,7 +230,7 @@ def test_malformed_requests_get_json_errors(server):
 
 def test_window_count_cap(server, module_tmp):
     """A request whose grid needs more windows than ``max_windows`` is refused before the network runs."""
-    from lib.infers.dints_pancreas import window_count
+    from lib.infers.segmentation import window_count
 
     from monai.data.utils import dense_patch_slices
     from monai.inferers.utils import _get_scan_interval

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib.inference.fast_path import FastPathOptions, fast_pass, full_pass
+from lib.runtime.fast_path import FastPathOptions, fast_pass, full_pass
 from lib.transforms.restore import resample_argmax, restore_label
 
 ROI = (32, 32, 32)
@@ -124,16 +124,13 @@ def test_fast_path_nothing_found_is_background():
 def _shipped_task_or_skip(fast: bool):
     from conftest import MODEL_DIR
 
-    from lib.configs.profiles import get_profile
-    from lib.inference.fast_path import FastPathOptions as F
-    from lib.infers.dints_pancreas import DiNTSPancreasInfer
+    from lib.evaluation import make_infer_task
 
-    profile = get_profile("cpu")
-    weights = MODEL_DIR / profile.pretrained_file
+    weights = MODEL_DIR / "pretrained_dints_pancreas_cpu.pt"
     if not weights.exists():
         pytest.skip(f"shipped weights absent: {weights}")
-    return DiNTSPancreasInfer([str(weights)], str(MODEL_DIR / profile.arch_file), profile, backend="torch",
-                              fast_path=F(enabled=fast))
+    return make_infer_task(MODEL_DIR, {"profile": "cpu", "backend": "torch", "fast_path": str(fast).lower(),
+                                       "use_pretrained_only": "true", "background_compile": "false"})
 
 
 @pytest.mark.parametrize("seed", [4242, 4243])

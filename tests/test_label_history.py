@@ -141,14 +141,14 @@ def test_disk_full_while_storing_a_version_changes_nothing(tmp_path, monkeypatch
     store = open_store(studies)
     first = _save(store, studies, tmp_path, 1)
     files = {f: sha(studies / f) for f in _all_files(studies)}
-    import lib.data.fileio as fileio
+    import lib.atomic as atomic
 
     def full(src, dst):
         with open(dst, "wb") as f:
             f.write(b"partial")
         raise OSError(28, "No space left on device", str(dst))
 
-    monkeypatch.setattr(fileio.shutil, "copyfile", full)
+    monkeypatch.setattr(atomic.shutil, "copyfile", full)
     with pytest.raises(InputError) as err:
         _save(store, studies, tmp_path, 2)
     assert err.value.status_code == 503 and "No space left" in err.value.message
@@ -162,7 +162,7 @@ def test_datastore_file_failure_after_the_label_is_stored(tmp_path, monkeypatch)
     studies = copy_datastore(tmp_path / "studies")
     store = open_store(studies)
     before = (studies / "datastore_v2.json").read_bytes()
-    import lib.data.fileio as fileio
+    import lib.atomic as atomic
 
     real = os.replace
 
@@ -171,9 +171,9 @@ def test_datastore_file_failure_after_the_label_is_stored(tmp_path, monkeypatch)
             raise OSError(28, "No space left on device", str(dst))
         return real(src, dst)
 
-    monkeypatch.setattr(fileio.os, "replace", failing)
+    monkeypatch.setattr(atomic.os, "replace", failing)
     label = _save(store, studies, tmp_path, 1)
-    monkeypatch.setattr(fileio.os, "replace", real)
+    monkeypatch.setattr(atomic.os, "replace", real)
     assert (studies / "datastore_v2.json").read_bytes() == before
     assert not [p for p in os.listdir(studies) if p.endswith(".tmp")]
     reopened = open_store(studies)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.configs.profiles import PROFILES
+from lib.profiles import PROFILES
 from lib.networks.arch_code import ArchCodeError, load_arch_code, safe_torch_load, save_arch_code
 from lib.networks.compact_arch import compact_cpu_arch
 from lib.networks.factory import CheckpointError, build_dints, count_parameters, load_network, save_checkpoint
@@ -22,7 +22,7 @@ def test_published_cvpr_arch_loads_without_unpickling_code(cvpr_arch):
 
 def test_gpu_profile_builds_the_bundle_network(cvpr_arch):
     gpu = PROFILES["gpu"]
-    net = build_dints(load_arch_code(cvpr_arch), gpu.channel_mul)
+    net = build_dints(load_arch_code(cvpr_arch), gpu.channel_mul, 3)
     assert count_parameters(net) == pytest.approx(152.4e6, rel=0.01)  # the figure published with the arch
 
 
@@ -85,36 +85,36 @@ def test_missing_and_garbage_files(tmp_path):
 def test_bundle_style_state_dict_loads_unchanged(tmp_path):
     """model.pt of the bundle is a bare state dict (ignite unwraps a single object); DDP adds 'module.'."""
     arch = compact_cpu_arch()
-    net = build_dints(arch, 0.125)
+    net = build_dints(arch, 0.125, 3)
     bare = tmp_path / "model.pt"
     torch.save(net.state_dict(), bare)
-    loaded, _ = load_network(bare, arch, 0.125)
+    loaded, _ = load_network(bare, arch, 0.125, 3)
     x = torch.rand(1, 1, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net.eval()(x))
     ddp = tmp_path / "ddp.pt"
     torch.save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}}, ddp)
-    load_network(ddp, arch, 0.125)
+    load_network(ddp, arch, 0.125, 3)
 
 
 def test_weights_that_do_not_fit_the_architecture_are_explained(tmp_path):
     arch = compact_cpu_arch()
     path = tmp_path / "model.pt"
-    torch.save(build_dints(arch, 0.125).state_dict(), path)
+    torch.save(build_dints(arch, 0.125, 3).state_dict(), path)
     with pytest.raises(CheckpointError, match="does not fit the architecture"):
-        load_network(path, arch, 0.25)
+        load_network(path, arch, 0.25, 3)
     with pytest.raises(CheckpointError, match="no architecture"):
-        load_network(path, None, 0.125)
+        load_network(path, None, 0.125, 3)
 
 
 def test_published_checkpoint_carries_its_architecture_and_is_fp16(tmp_path):
     arch = compact_cpu_arch()
-    net = build_dints(arch, 0.125)
+    net = build_dints(arch, 0.125, 3)
     path = tmp_path / "ckpt.pt"
     save_checkpoint(net, arch, path, meta={"channel_mul": 0.125}, half=True)
     raw = torch.load(path, weights_only=True)  # plain tensors and lists: no allow-list needed
     assert all(v.dtype == torch.float16 for v in raw["model"].values() if v.is_floating_point())
-    loaded, meta = load_network(path, None, 1.0)  # arch and channel_mul come from the file
+    loaded, meta = load_network(path, None, 1.0, 3)  # arch and channel_mul come from the file
     assert meta["channel_mul"] == 0.125
     x = torch.rand(1, 1, 32, 32, 32)
     with torch.no_grad():

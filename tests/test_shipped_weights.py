@@ -14,12 +14,12 @@ import torch
 
 from conftest import MODEL_DIR
 
-from lib.configs.profiles import get_profile
+from lib.profiles import get_profile
 from lib.evaluation import HELD_OUT_SEED_BASE, evaluate_phantoms, make_infer_task, segment_file
 from lib.networks.factory import load_checkpoint
 
 PROFILE = get_profile("cpu")
-WEIGHTS = MODEL_DIR / PROFILE.pretrained_file
+WEIGHTS = MODEL_DIR / PROFILE.pretrained_file("dints", "pancreas")
 
 pytestmark = pytest.mark.skipif(not WEIGHTS.exists(), reason=f"shipped weights absent: {WEIGHTS}")
 

@@ -13,7 +13,8 @@ import torch
 
 from lib.networks.arch_code import load_arch_code
 from lib.networks.factory import build_dints, load_checkpoint, load_network
-from lib.trainers import common
+from lib import params as P
+from lib.trainers import datalist, distributed
 
 TINY_SEARCH = {"epochs": 3, "warmup_epochs": 1, "val_interval": 1, "channel_mul": 0.25, "num_blocks": 4, "num_depths": 3,
                "crop_size": 32, "val_roi_size": 32, "sw_overlap": 0.25}
@@ -68,9 +69,9 @@ def _datastore(studies: Path):
 
 
 def _tasks(model_dir: Path):
-    from lib.configs.dints_pancreas import DiNTSPancreasConfig
+    from lib.configs.segmentation import SegmentationConfig
 
-    cfg = DiNTSPancreasConfig()
+    cfg = SegmentationConfig()
     cfg.init("dints_pancreas", str(model_dir), {"profile": "cpu"}, None)
     return cfg, cfg.search_trainer(), cfg.trainer()
 
@@ -84,39 +85,39 @@ def tiny_studies(module_tmp) -> Path:
 def test_stable_split_keeps_sides_and_new_labels_go_to_training(tmp_path):
     path = tmp_path / "split.json"
     ids = [f"case_{i:03d}" for i in range(10)]
-    train, val, _ = common.stable_split(ids, path, val_split=0.3)
+    train, val, _ = datalist.stable_split(ids, path, val_split=0.3)
     assert val and set(train) | set(val) == set(ids) and not set(train) & set(val)
     # same ids in another order: same split; hash-keyed, not order-keyed
-    assert common.stable_split(list(reversed(ids)), path, 0.3)[:2] == (train, val)
+    assert datalist.stable_split(list(reversed(ids)), path, 0.3)[:2] == (train, val)
     # new labels go to training, earlier images keep their side
-    train2, val2, _ = common.stable_split(ids + ["new_a", "new_b"], path, 0.3)
+    train2, val2, _ = datalist.stable_split(ids + ["new_a", "new_b"], path, 0.3)
     assert val2 == val and set(train2) == set(train) | {"new_a", "new_b"}
     # a fresh split of the same ids (no file) is the same split: keyed by id
-    assert common.stable_split(ids, tmp_path / "other.json", 0.3)[1] == val
+    assert datalist.stable_split(ids, tmp_path / "other.json", 0.3)[1] == val
     # the user fixes the split; it stays fixed
-    train3, val3, info = common.stable_split(ids, path, 0.3, val_ids=["case_001", "case_002"])
+    train3, val3, info = datalist.stable_split(ids, path, 0.3, val_ids=["case_001", "case_002"])
     assert val3 == ["case_001", "case_002"] and info["fixed"]
-    assert common.stable_split(ids + ["new_c"], path, 0.3)[1] == ["case_001", "case_002"]
+    assert datalist.stable_split(ids + ["new_c"], path, 0.3)[1] == ["case_001", "case_002"]
     with pytest.raises(ValueError):
-        common.stable_split(ids, path, 0.3, val_ids=["no_such_image"])
+        datalist.stable_split(ids, path, 0.3, val_ids=["no_such_image"])
 
 
 def test_request_parameters_parse_strings_and_defaults():
     from lib.trainers.tasks import SEARCH_PARAMS, TRAIN_PARAMS
 
-    cfg = common.parse_request(SEARCH_PARAMS, {"crop_size": "32", "epochs": "3", "multi_gpu": "true", "channel_mul": 0.25})
+    cfg = P.parse_request(SEARCH_PARAMS, {"crop_size": "32", "epochs": "3", "multi_gpu": "true", "channel_mul": 0.25})
     assert cfg["crop_size"] == (32, 32, 32) and cfg["epochs"] == 3 and cfg["multi_gpu"] is True
     assert cfg["warmup_epochs"] == 715 and cfg["ram_cost_factor"] == 0.8 and cfg["lr_arch"] == 0.001
-    cfg = common.parse_request(TRAIN_PARAMS, {})
+    cfg = P.parse_request(TRAIN_PARAMS, {})
     assert cfg["lr"] == 0.025 and cfg["epochs"] == 400 and cfg["publish_policy"] == "improve"
     with pytest.raises(ValueError):
-        common.parse_request(TRAIN_PARAMS, {"epochs": "many"})
-    assert "| `ram_cost_factor` | `0.8` |" in common.params_markdown(SEARCH_PARAMS)
+        P.parse_request(TRAIN_PARAMS, {"epochs": "many"})
+    assert "| `ram_cost_factor` | `0.8` |" in P.params_markdown(SEARCH_PARAMS)
 
 
 def test_partition_even_and_uneven():
-    assert common.partition([1, 2, 3], 0, 2) == [1, 3] and common.partition([1, 2, 3], 1, 2) == [2, 1]
-    assert common.partition([1, 2, 3], 1, 2, even=False) == [2]
+    assert distributed.partition([1, 2, 3], 0, 2) == [1, 3] and distributed.partition([1, 2, 3], 1, 2) == [2, 1]
+    assert distributed.partition([1, 2, 3], 1, 2, even=False) == [2]
 
 
 def test_architecture_diagram(cvpr_arch, tmp_path):
@@ -127,7 +128,7 @@ def test_architecture_diagram(cvpr_arch, tmp_path):
     assert [Path(f).suffix for f in files] == [".svg", ".png"]
     assert all(os.path.getsize(f) > 1000 for f in files)
     # path numbering agrees with MONAI's TopologyConstruction
-    net = build_dints(arch, 0.25)
+    net = build_dints(arch, 0.25, 3)
     code2in, code2out = path_endpoints(arch.num_depths)
     assert code2in == list(net.dints_space.arch_code2in) and code2out == list(net.dints_space.arch_code2out)
 
@@ -148,7 +149,7 @@ def test_search_then_train_in_process(tiny_studies, model_dir):
     assert set(load_checkpoint(out)) == SEARCH_FILE_KEYS
     arch = load_arch_code(out)
     assert (arch.num_blocks, arch.num_depths) == (4, 3)
-    net = build_dints(arch, 0.25)  # TopologyInstance + DiNTS
+    net = build_dints(arch, 0.25, 3)  # TopologyInstance + DiNTS
     assert net(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
     after_warmup = [h for h in stats["history"] if h["epoch"] > 1]
     assert after_warmup and all(h["ram_cost"] > 0 and h["entropy_a"] > 0 and h["entropy_c"] > 0 and h["topology"] > 0
@@ -167,7 +168,7 @@ def test_search_then_train_in_process(tiny_studies, model_dir):
     assert stats["arch_file"] == str(out)  # the searched architecture is trained when present
     published = model_dir / "dints_pancreas_cpu.pt"
     assert stats["published_file"] == str(published) and published.exists()
-    loaded, meta = load_network(published, None, 0.25)
+    loaded, meta = load_network(published, None, 0.25, 3)
     assert meta["epoch"] >= 1 and meta["trained_on"] == stats["training_ids"]
     assert len(stats["history"]) == 2 and all("dice" in h and "loss" in h for h in stats["history"])
     assert os.listdir(stats["tensorboard"])  # event files
@@ -196,7 +197,7 @@ def test_two_process_gloo_search_and_train_same_format(tiny_studies, model_dir, 
     assert stats["status"] == "DONE" and stats["world_size"] == 2
     assert set(load_checkpoint(stats["arch_file"])) == SEARCH_FILE_KEYS  # what one process writes, too
     arch = load_arch_code(stats["arch_file"])
-    build_dints(arch, 0.25)
+    build_dints(arch, 0.25, 3)
 
     stats = train(dict(TINY_TRAIN, epochs=1, multi_gpu=True, num_processes=2), ds)
     assert stats["status"] == "DONE" and stats["world_size"] == 2
@@ -204,4 +205,4 @@ def test_two_process_gloo_search_and_train_same_format(tiny_studies, model_dir, 
     ckpt = load_checkpoint(stats["published_file"])
     assert set(ckpt) == {"model", "arch", "meta"}
     assert not any(k.startswith("module.") for k in ckpt["model"])
-    load_network(stats["published_file"], None, 0.25)
+    load_network(stats["published_file"], None, 0.25, 3)

@@ -76,7 +76,7 @@ def test_search_then_train_then_infer_uses_new_weights(server, client):
     arch_file = Path(stats["arch_file"])
     assert arch_file.parent == server.model_dir
     assert {"node_a", "arch_code_a", "arch_code_a_max", "arch_code_c", "history"} <= set(load_checkpoint(arch_file))
-    build_dints(load_arch_code(arch_file), 0.25)  # loads into a TopologyInstance
+    build_dints(load_arch_code(arch_file), 0.25, 3)  # loads into a TopologyInstance
     after_warmup = [h for h in stats["history"] if h["epoch"] > TINY_SEARCH["warmup_epochs"]]
     assert after_warmup and all(h["ram_cost"] > 0 and h["entropy_a"] > 0 and h["entropy_c"] > 0 for h in after_warmup)
     assert all(Path(p).exists() for p in stats["diagram"]) and stats["diagram"][0].endswith(".svg")
@@ -137,6 +137,6 @@ def test_second_request_refused_and_delete_keeps_last_good_model(server, client)
     assert stopped["status"] == "STOPPED" and stopped["id"] == task["id"]
     time.sleep(1.0)
     assert file_checksum(trained) == good
-    load_network(trained, None, 0.25)
+    load_network(trained, None, 0.25, 3)
     assert train_stats(client, "dints_pancreas")["status"] == "STOPPED"
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200

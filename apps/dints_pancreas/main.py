@@ -1,4 +1,5 @@
-"""MONAI Label app: DiNTS segmentation of the pancreas and pancreatic tumour in CT.
+"""MONAI Label app: DiNTS segmentation of the pancreas and pancreatic tumour in CT (and, with ``--conf task`` /
+``--conf network``, the spleen and the seed bundle's UNet from the same code).
 
 Start it with ``monailabel start_server --app apps/dints_pancreas --studies sample-datastore`` (or
 ``./run.sh``). The app finds its code (``lib/``) and models (``model/``) relative to this file, so it
@@ -29,24 +30,23 @@ from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 from monailabel.interfaces.tasks.scoring import ScoringMethod  # noqa: E402
 from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 
-from lib.configs.dints_pancreas import DiNTSPancreasConfig  # noqa: E402
-from lib.configs.profiles import LABELS  # noqa: E402
+from lib.configs.segmentation import SegmentationConfig, model_name  # noqa: E402
 from lib.datastore.local import image_uri  # noqa: E402
 from lib.datastore.names import check_name  # noqa: E402
 from lib.errors import InputError  # noqa: E402
-from lib.infers.dints_pancreas import _truthy  # noqa: E402
+from lib.params import truthy  # noqa: E402
 from lib.server.uploads import is_trusted  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-MODEL_NAME = "dints_pancreas"
 
 
 class DiNTSPancreasApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.model_dir = str(Path(conf.get("model_dir", REPO_ROOT / "model")).resolve())
-        self.task_config = DiNTSPancreasConfig()
-        self.task_config.init(MODEL_NAME, self.model_dir, conf, None)
+        self.model_name = model_name(conf)  # dints_pancreas unless --conf task / network say otherwise
+        self.task_config = SegmentationConfig()
+        self.task_config.init(self.model_name, self.model_dir, conf, None)
+        task = self.task_config.task
         # one inference at a time (each already uses every core); requests wait here, off the event loop
         self._infer_slot = threading.Lock()
         super().__init__(
@@ -54,9 +54,10 @@ class DiNTSPancreasApp(MONAILabelApp):
             studies=studies,
             conf=conf,
             name="DiNTS Pancreas",
-            description="Pancreas and pancreatic tumour segmentation in CT with a DiNTS network",
+            description=f"{task.description[0].upper()}{task.description[1:]} segmentation with a "
+                        f"{'DiNTS' if self.task_config.network == 'dints' else 'UNet'} network",
             version="0.1.0",
-            labels=dict(LABELS),
+            labels=dict(task.labels),
         )
         from lib.server.install import install_into_server
         from lib.server.memory import limit_arenas
@@ -71,8 +72,12 @@ class DiNTSPancreasApp(MONAILabelApp):
     def init_trainers(self) -> dict[str, TrainTask]:
         from lib.trainers.auto import AutoTrainer
 
-        self.auto_trainer = AutoTrainer(self.conf, self.model_dir, MODEL_NAME)
-        return {MODEL_NAME: self.task_config.trainer(), "dints_search": self.task_config.search_trainer()}
+        self.auto_trainer = AutoTrainer(self.conf, self.model_dir, self.model_name, self.task_config.task.name)
+        trainers = {self.model_name: self.task_config.trainer()}
+        search = self.task_config.search_trainer()  # DiNTS only
+        if search is not None:
+            trainers["dints_search"] = search
+        return trainers
 
     def on_init_complete(self):
         super().on_init_complete()
@@ -83,7 +88,7 @@ class DiNTSPancreasApp(MONAILabelApp):
 
     def _warm_up_infer(self) -> None:
         """Load the network now, and on the CPU start building its compiled package (``background_compile``)."""
-        task = self._infers.get(MODEL_NAME)
+        task = self._infers.get(self.model_name)
         if task is None or not hasattr(task, "warm_up"):
             return
         try:
@@ -192,7 +197,7 @@ class DiNTSPancreasApp(MONAILabelApp):
 
         return AnnotationDatastore(
             self.studies,
-            labels=dict(LABELS),
+            labels=dict(self.task_config.task.labels),
             repair="monailabel.app" in sys.modules,  # the web server itself, not a train/scoring child
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
@@ -219,7 +224,7 @@ class DiNTSPancreasApp(MONAILabelApp):
                 return super().infer(request, datastore)
             request = dict(request)
             image_id = self._resolve_image(request)
-            save_label = _truthy(request.pop("save_label", False))
+            save_label = truthy(request.pop("save_label", False))
             task = self._infers.get(request.get("model"))
             if task is not None and hasattr(task, "check_request"):
                 task.check_request(request)  # range checks before waiting for the inference slot

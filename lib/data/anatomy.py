@@ -572,7 +572,7 @@ class Abdomen:
         sd = np.maximum(sd, -notch)
         sd = np.maximum(np.maximum(sd, self.cavity_sd(box) + 1.5), self.below_diaphragm_sd(box))
         cv.paint(box, sd - 2.0, self.fat_value(cv, box))
-        cv.paint(box, sd, sp["hu"] + 5 * cv.tex(box))
+        cv.paint(box, sd, sp["hu"] + 5 * cv.tex(box), organ="spleen")
 
     def _paint_kidneys(self, cv: Canvas):
         for k in self.kidneys:

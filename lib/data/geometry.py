@@ -201,13 +201,18 @@ class FourierNoise:
 
 
 # ---- painting --------------------------------------------------------------------------------------------------
+ORGANS = {"spleen": 1}  # organs tracked beside the pancreas label (the spleen task's label)
+
+
 class Canvas:
-    """The HU field and label being built; later paint wins, with a soft edge one voxel wide."""
+    """The HU field, the pancreas label and the organ map being built; later paint wins, with a soft edge one
+    voxel wide. ``organ`` holds the :data:`ORGANS` code of the tissue that finally owns each voxel."""
 
     def __init__(self, grid: Grid, background: float, texture: np.ndarray):
         self.grid = grid
         self.hu = np.full(grid.shape, background, dtype=np.float32)
         self.label = np.zeros(grid.shape, dtype=np.uint8)
+        self.organ = np.zeros(grid.shape, dtype=np.uint8)
         self.texture = texture  # smooth unit-variance noise on the grid, shared by organs
         self.ramp = np.float32(max(float(min(grid.spacing[0], grid.spacing[1])), 0.5))
         self.exterior: np.ndarray | None = None  # room air around the body, set by the painter
@@ -215,8 +220,9 @@ class Canvas:
     def tex(self, box: Box):
         return self.texture[box.slices]
 
-    def paint(self, box: Box | None, sd, value, label: int | None = 0, ramp: float | None = None):
-        """Blend ``value`` (scalar or box-shaped array) where ``sd`` < 0; set ``label`` there (None keeps it)."""
+    def paint(self, box: Box | None, sd, value, label: int | None = 0, ramp: float | None = None, organ: str | None = None):
+        """Blend ``value`` (scalar or box-shaped array) where ``sd`` < 0; set ``label`` there (None keeps it, and
+        keeps the organ map); the organ map becomes ``organ``'s code there (0 for any other tissue)."""
         if box is None:
             return
         w = self.ramp if ramp is None else np.float32(ramp)
@@ -230,3 +236,4 @@ class Canvas:
             if inside.shape != box.shape:
                 inside = np.broadcast_to(inside, box.shape)
             self.label[box.slices][inside] = label
+            self.organ[box.slices][inside] = ORGANS[organ] if organ else 0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.data import fileio
+from lib import atomic
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
 
@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     if not good:
         raise ImportFailure("nothing to import:\n  " + "\n  ".join(problems) if problems else "nothing to import")
 
-    put = fileio.symlink if args.link else fileio.copy_file
+    put = atomic.symlink if args.link else atomic.copy_file
     for i, c in enumerate(good):
         put(c.image, dst / c.image_name)
         if c.label is not None:
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{i + 1}/{len(good)}] {c.image_name}{' + label' if c.label else ''}", flush=True)
     data = build_datalist(good, dst, datalist, args.folds, args.seed, args.validation_fraction)
-    fileio.write_json(datalist, data)
+    atomic.write_json(datalist, data)
     n_lab = sum(c.label is not None for c in good)
     print(f"imported {len(good)} studies ({n_lab} labelled) from {kind} {src} into {dst} "
           f"({'symlinks' if args.link else 'copies'}); datalist {datalist}: {data['num_training']} training in "

@@ -2,6 +2,7 @@
 
     python -m lib.data.make_phantoms --out sample-datastore --count 12 --labelled 4 --seed 1000
     python -m lib.data.make_phantoms --out /tmp/Task07_Pancreas --count 20 --labelled 15 --layout msd
+    python -m lib.data.make_phantoms --out spleen-studies --count 12 --labelled 4 --seed 1000 --task spleen
 
 Case i uses seed ``--seed + i``, so any case can be regenerated alone with ``make_phantom(seed, preset)``.
 Every file is written atomically; an existing non-empty output folder is refused unless ``--force``.
@@ -14,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from lib.data import fileio
+from lib import atomic
 from lib.data.phantom import PRESETS, make_phantom, save_phantom
 
 LAYOUTS = ("monailabel", "msd")
@@ -31,21 +32,22 @@ def case_paths(out: Path, layout: str, index: int, labelled: bool) -> tuple[Path
     return out / "imagesTs" / name, None
 
 
-def msd_dataset_json(count: int, labelled: int, seed: int, preset: str) -> dict:
-    """The MSD ``dataset.json`` (Task07_Pancreas keys) describing the cases written by this tool."""
+def msd_dataset_json(count: int, labelled: int, seed: int, preset: str, task: str = "pancreas") -> dict:
+    """The MSD ``dataset.json`` (Task07_Pancreas / Task09_Spleen keys) describing the cases written by this tool."""
     training = [{"image": f"./imagesTr/pancreas_{i + 1:03d}.nii.gz", "label": f"./labelsTr/pancreas_{i + 1:03d}.nii.gz"}
                 for i in range(labelled)]
     test = [f"./imagesTs/pancreas_{i + 1:03d}.nii.gz" for i in range(labelled, count)]
+    spleen = task == "spleen"
     return {
-        "name": "Pancreas",
-        "description": f"Synthetic pancreas and pancreatic tumour CT phantoms (dints-label lib/data/phantom.py, "
-                       f"preset '{preset}', seeds {seed}..{seed + count - 1})",
+        "name": "Spleen" if spleen else "Pancreas",
+        "description": f"Synthetic {'spleen' if spleen else 'pancreas and pancreatic tumour'} CT phantoms (dints-label "
+                       f"lib/data/phantom.py, preset '{preset}', seeds {seed}..{seed + count - 1})",
         "reference": "dints-label phantom generator",
         "licence": "see the dints-label repository",
         "release": "1.0",
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
-        "labels": {"0": "background", "1": "pancreas", "2": "cancer"},
+        "labels": {"0": "background", "1": "spleen"} if spleen else {"0": "background", "1": "pancreas", "2": "cancer"},
         "numTraining": labelled,
         "numTest": count - labelled,
         "training": training,
@@ -66,8 +68,8 @@ def _remove_previous(out: Path) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m lib.data.make_phantoms",
-        description="Generate synthetic abdominal CT phantoms (pancreas = 1, tumour = 2) into a MONAI Label studies "
-                    "folder or an MSD Task07_Pancreas-style folder.",
+        description="Generate synthetic abdominal CT phantoms (labels of --task: pancreas = 1, tumour = 2; or spleen = 1) "
+                    "into a MONAI Label studies folder or an MSD Task07_Pancreas-style folder.",
     )
     ap.add_argument("--out", required=True, help="output folder (created; must be empty or absent unless --force)")
     ap.add_argument("--count", type=int, required=True, help="number of phantoms to write (>= 1)")
@@ -79,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--layout", default="monailabel", choices=LAYOUTS,
                     help="monailabel: DIR/phantom_000.nii.gz + DIR/labels/final/...; msd: imagesTr/labelsTr/imagesTs "
                          "+ dataset.json (default monailabel)")
+    ap.add_argument("--task", default="pancreas", choices=["pancreas", "spleen"],
+                    help="which label the labelled cases get (lib/task.py; default pancreas)")
     ap.add_argument("--force", action="store_true",
                     help="write into a non-empty output folder, replacing files an earlier run of this tool wrote")
     ap.add_argument("--quiet", action="store_true", help="no progress line per case")
@@ -111,16 +115,17 @@ def main(argv=None) -> int:
             image_path, label_path = case_paths(out, args.layout, i, labelled)
             t0 = time.time()
             ph = make_phantom(seed, preset=args.preset)
-            save_phantom(ph, image_path, label_path)
+            save_phantom(ph, image_path, label_path, task=args.task)
             if not args.quiet:
                 inf = ph.info
                 sp = "x".join(f"{s:.2f}" for s in inf["spacing"])
                 tumour = f"tumour {inf['tumour_ml']:.1f} ml ({inf['tumour_site']})" if inf["has_tumour"] else "no tumour"
+                tumour += f", spleen {inf['spleen_ml']:.1f} ml"
                 print(f"[{i + 1}/{args.count}] {image_path.relative_to(out)} seed {seed} "
                       f"{'x'.join(map(str, inf['shape']))} @ {sp} mm {inf['orientation']}, pancreas {inf['pancreas_ml']:.1f} ml, "
                       f"{tumour}{', labelled' if labelled else ''} ({time.time() - t0:.1f} s)", flush=True)
         if args.layout == "msd":
-            fileio.write_json(out / "dataset.json", msd_dataset_json(args.count, args.labelled, args.seed, args.preset))
+            atomic.write_json(out / "dataset.json", msd_dataset_json(args.count, args.labelled, args.seed, args.preset, args.task))
     except OSError as exc:
         print(f"error: cannot write to {out}: {exc}", file=sys.stderr)
         return 1

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from lib.data import fileio
+from lib import atomic
 from lib.data.anatomy import Abdomen
-from lib.data.geometry import Canvas, Grid
+from lib.data.geometry import ORGANS, Canvas, Grid
 
 GENERATOR_VERSION = 1
 HU_MIN, HU_MAX = -1024, 3071
@@ -66,6 +66,16 @@ class Phantom:
     label: np.ndarray  # uint8, 0 background, 1 pancreas, 2 tumour
     affine: np.ndarray  # 4x4 voxel index -> world mm (RAS, nibabel convention)
     info: dict = field(default_factory=dict)
+    spleen: np.ndarray | None = None  # bool, the spleen task's label
+
+
+def task_label(phantom: Phantom, task: str) -> np.ndarray:
+    """The phantom's label for a task (:mod:`lib.task`): pancreas 1 / tumour 2, or spleen 1."""
+    if task == "pancreas":
+        return phantom.label
+    if task == "spleen":
+        return np.asarray(phantom.spleen, dtype=np.uint8)
+    raise ValueError(f"phantoms have no label for task '{task}' (pancreas, spleen)")
 
 
 def _flip_codes(orientation: str) -> tuple[bool, bool, bool]:
@@ -182,7 +192,8 @@ def make_phantom(seed: int, preset: str = "sample", **overrides) -> Phantom:
     canvas = Canvas(grid, -1000.0, tex)
     extra = anat.paint(canvas)
     del tex, canvas.texture
-    hu, label = canvas.hu, canvas.label
+    hu, label, spleen = canvas.hu, canvas.label, canvas.organ == ORGANS["spleen"]
+    del canvas.organ
 
     b = float(cfg["blur"])
     if b > 0:
@@ -210,11 +221,12 @@ def make_phantom(seed: int, preset: str = "sample", **overrides) -> Phantom:
         if flip:
             image = np.flip(image, axis)
             label = np.flip(label, axis)
+            spleen = np.flip(spleen, axis)
             f = np.eye(4)
             f[axis, axis] = -1
             f[axis, 3] = grid.shape[axis] - 1
             affine = affine @ f
-    image, label = np.ascontiguousarray(image), np.ascontiguousarray(label)
+    image, label, spleen = np.ascontiguousarray(image), np.ascontiguousarray(label), np.ascontiguousarray(spleen)
 
     voxel_ml = float(np.prod(sp)) / 1000.0
     n_p, n_t = int((label == 1).sum()), int((label == 2).sum())
@@ -230,11 +242,12 @@ def make_phantom(seed: int, preset: str = "sample", **overrides) -> Phantom:
         "tumour_voxels": n_t,
         "pancreas_ml": round((n_p + n_t) * voxel_ml, 2),
         "tumour_ml": round(n_t * voxel_ml, 2),
+        "spleen_ml": round(int(spleen.sum()) * voxel_ml, 2),
         "noise_hu": round(float(g["noise"]), 2),
         "fov_mm": round(float(image.shape[0] * sp[0]), 1),
         **extra,
     }
-    return Phantom(image=image, label=label, affine=affine, info=info)
+    return Phantom(image=image, label=label, affine=affine, info=info, spleen=spleen)
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
@@ -252,7 +265,7 @@ def write_volume(path, data: np.ndarray, affine: np.ndarray) -> None:
         img.set_qform(affine, code=1)
         img.set_sform(affine, code=1)
         raw = img.to_bytes()
-        fileio.write_bytes(path, gzip.compress(raw, compresslevel=6, mtime=0) if name.endswith(".gz") else raw)
+        atomic.write_bytes(path, gzip.compress(raw, compresslevel=6, mtime=0) if name.endswith(".gz") else raw)
     elif name.endswith(".nrrd"):
         import nrrd
 
@@ -260,13 +273,13 @@ def write_volume(path, data: np.ndarray, affine: np.ndarray) -> None:
         header = {"type": {np.dtype(np.int16): "short", np.dtype(np.uint8): "unsigned char"}.get(data.dtype, str(data.dtype)),
                   "dimension": 3, "space": "left-posterior-superior", "kinds": ["domain"] * 3, "encoding": "gzip",
                   "space directions": (lps @ affine[:3, :3]).T, "space origin": lps @ affine[:3, 3]}
-        fileio.write_with(path, lambda tmp: nrrd.write(tmp, np.asarray(data), header), suffix=".tmp.nrrd")
+        atomic.write_with(path, lambda tmp: nrrd.write(tmp, np.asarray(data), header), suffix=".tmp.nrrd")
     else:
         raise ValueError(f"unsupported file type for {path.name!r}: use .nii.gz, .nii or .nrrd")
 
 
-def save_phantom(phantom: Phantom, image_path, label_path=None) -> None:
-    """Write the image (int16) and optionally the label (uint8) with the same affine, each atomically."""
+def save_phantom(phantom: Phantom, image_path, label_path=None, task: str = "pancreas") -> None:
+    """Write the image (int16) and optionally the task's label (uint8) with the same affine, each atomically."""
     write_volume(image_path, np.asarray(phantom.image, dtype=np.int16), phantom.affine)
     if label_path is not None:
-        write_volume(label_path, np.asarray(phantom.label, dtype=np.uint8), phantom.affine)
+        write_volume(label_path, np.asarray(task_label(phantom, task), dtype=np.uint8), phantom.affine)

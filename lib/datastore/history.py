@@ -20,7 +20,7 @@ import shutil
 import time
 from typing import Any
 
-from lib.data import fileio
+from lib import atomic
 from lib.datastore.names import check_inside, check_name
 
 HISTORY_DIR = ".label_history"
@@ -54,7 +54,7 @@ class LabelHistory:
             return json.load(f)
 
     def _write_index(self, tag: str, image_id: str, index: dict) -> None:
-        fileio.write_json(os.path.join(self.folder(tag, image_id), INDEX), index)
+        atomic.write_json(os.path.join(self.folder(tag, image_id), INDEX), index)
 
     def versions(self, tag: str, image_id: str) -> list[dict]:
         return list(self.index(tag, image_id)["versions"])
@@ -105,7 +105,7 @@ class LabelHistory:
         rev = self._next_rev(index)
         name = f"r{rev:05d}{ext}"
         path = os.path.join(self.folder(tag, image_id), name)
-        fileio.copy_file(src, path)
+        atomic.copy_file(src, path)
         return self._append(tag, image_id, index, rev,
                             {"file": name, "sha256": sha256(path), "size": os.path.getsize(path)}, meta)
 

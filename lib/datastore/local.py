@@ -25,7 +25,7 @@ from typing import Any
 
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
-from lib.data import fileio
+from lib import atomic
 from lib.datastore.history import HISTORY_DIR, LabelHistory, sha256
 from lib.datastore.label_check import LABEL_EXTENSIONS, check_label, check_volume_file, file_extension, write_like
 from lib.datastore.names import check_inside, check_name, name_problem
@@ -55,7 +55,7 @@ class AnnotationDatastore(LocalDatastore):
         def write():
             self._ignore_event_config = True
             data = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
-            fileio.write_bytes(self._datastore_config_path, data.encode())
+            atomic.write_bytes(self._datastore_config_path, data.encode())
             self._config_ts = os.stat(self._datastore_config_path).st_mtime
 
         from filelock import FileLock
@@ -112,7 +112,7 @@ class AnnotationDatastore(LocalDatastore):
             existing = [image_id + e for e in allowed if os.path.exists(os.path.join(self._datastore.image_path(), image_id + e))]
             if image_id in self._datastore.objects or existing:
                 raise InputError(f"image '{image_id}' already exists; delete it first or upload it under another id", 409)
-            fileio.copy_file(image_filename, dest)
+            atomic.copy_file(image_filename, dest)
             info = dict(image_info or {})
             info.update({"ts": int(time.time()), "name": name})
             self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
@@ -148,7 +148,7 @@ class AnnotationDatastore(LocalDatastore):
         os.makedirs(folder, exist_ok=True)
         ext = file_extension(version_file)
         dest = check_inside(self.studies_dir, os.path.join(folder, image_id + ext), "label path")
-        fileio.copy_file(version_file, dest)
+        atomic.copy_file(version_file, dest)
         for other in LABEL_EXTENSIONS:  # a label submitted in another format replaces the old current file
             stale = os.path.join(folder, image_id + other)
             if other != ext and os.path.exists(stale):

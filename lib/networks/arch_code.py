@@ -15,16 +15,16 @@ code, so we allow-list exactly the numpy globals an array needs and nothing else
 from __future__ import annotations
 
 import codecs
-import contextlib
 import importlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from lib import atomic
 
 NUM_CELL_OPS = 5  # skip, 3x3x3, 3x3x1, 3x1x3, 1x3x3 (monai.networks.nets.dints.Cell.OPS3D)
 
@@ -159,23 +159,9 @@ def load_arch_code(path: str | os.PathLike) -> ArchCode:
     return arch_code_from_mapping(data, str(path))
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def save_arch_code(arch: ArchCode, path: str | os.PathLike, **extra: Any) -> None:
     """Save in the tutorial/bundle format (numpy arrays under the published keys), atomically."""
     arch.validate()
     payload: dict[str, Any] = dict(arch.as_dict())
     payload.update(extra)
-    atomic_torch_save(payload, path)
+    atomic.torch_save(payload, path)

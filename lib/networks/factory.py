@@ -1,11 +1,13 @@
-"""Build DiNTS networks from architecture codes and load checkpoints of every format we meet.
+"""Build the networks (DiNTS from an architecture code, or the spleen bundle's UNet) and load checkpoints of
+every format we meet.
 
 Checkpoints we read:
 
 * the model-zoo bundle's ``model.pt``: a bare state dict (ignite saves a single object unwrapped);
 * MONAI Label / ignite checkpoints: ``{"model": state_dict, ...}``;
 * our own published checkpoints: ``{"model": state_dict, "arch": {...}, "meta": {...}}``. They carry
-  their architecture, so weights and architecture can never drift apart after a search + retrain.
+  their architecture (DiNTS) and ``meta["network"]`` / ``meta["num_classes"]``, so weights and architecture
+  can never drift apart after a search + retrain, and weights of another network or task are refused.
 """
 
 from __future__ import annotations
@@ -14,24 +16,26 @@ import contextlib
 import hashlib
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.nets import DiNTS, TopologyInstance
+from monai.networks.nets import DiNTS, TopologyInstance, UNet
 
-from lib.networks.arch_code import ArchCode, ArchCodeError, arch_code_from_mapping, atomic_torch_save, safe_torch_load
+from lib import atomic
+from lib.networks.arch_code import ArchCode, ArchCodeError, arch_code_from_mapping, load_arch_code, safe_torch_load
 
-NUM_CLASSES = 3  # background, pancreas, tumour
 IN_CHANNELS = 1
+NETWORKS = ("dints", "unet")
 
 
 class CheckpointError(ValueError):
     """A weights file that cannot be used with the requested architecture."""
 
 
-def build_dints(arch: ArchCode, channel_mul: float, use_downsample: bool = True) -> DiNTS:
+def build_dints(arch: ArchCode, channel_mul: float, num_classes: int, use_downsample: bool = True) -> DiNTS:
     """``TopologyInstance`` + ``DiNTS`` exactly as the model-zoo bundle builds them."""
     with contextlib.redirect_stdout(io.StringIO()):  # TopologyConstruction prints a hint on every build
         space = TopologyInstance(
@@ -45,10 +49,50 @@ def build_dints(arch: ArchCode, channel_mul: float, use_downsample: bool = True)
     return DiNTS(
         dints_space=space,
         in_channels=IN_CHANNELS,
-        num_classes=NUM_CLASSES,
+        num_classes=int(num_classes),
         use_downsample=use_downsample,
         node_a=torch.from_numpy(arch.node_a),
     )
+
+
+def build_unet(num_classes: int) -> UNet:
+    """The model-zoo ``spleen_ct_segmentation`` network: channels 16..256, strides 2, 2 residual units, batch norm."""
+    return UNet(spatial_dims=3, in_channels=IN_CHANNELS, out_channels=int(num_classes), channels=(16, 32, 64, 128, 256),
+                strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+
+
+def build_network(network: str, num_classes: int, arch: ArchCode | None = None, channel_mul: float = 0.25) -> torch.nn.Module:
+    """``dints`` (needs ``arch``) or ``unet``."""
+    if network == "unet":
+        return build_unet(num_classes)
+    if network != "dints":
+        raise CheckpointError(f"unknown network '{network}': choose one of {', '.join(NETWORKS)}")
+    if arch is None:
+        raise CheckpointError("a DiNTS network needs an architecture code")
+    return build_dints(arch, channel_mul, num_classes)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What a served or trained network is: enough to rebuild it from a weights file in any process."""
+
+    network: str  # dints | unet
+    num_classes: int  # background + the task's labels
+    channel_mul: float = 0.25  # DiNTS width
+    arch_file: str | None = None  # DiNTS architecture for bare (bundle) state dicts; ours embed theirs
+
+    def arch(self) -> ArchCode | None:
+        if self.network == "dints" and self.arch_file and os.path.exists(self.arch_file):
+            return load_arch_code(self.arch_file)
+        return None
+
+    def load(self, weights_path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+        """``load_network`` of ``weights_path`` for this network (CheckpointError / ArchCodeError if unusable)."""
+        return load_network(weights_path, self.arch(), self.channel_mul, self.num_classes, self.network)
+
+    def cli_args(self) -> list[str]:
+        args = ["--network", self.network, "--num_classes", str(int(self.num_classes)), "--channel_mul", str(self.channel_mul)]
+        return args + (["--arch_file", self.arch_file] if self.arch_file else [])
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
@@ -85,51 +129,80 @@ def load_network(
     weights_path: str | os.PathLike,
     arch: ArchCode | None,
     channel_mul: float,
-) -> tuple[DiNTS, dict]:
+    num_classes: int,
+    network: str = "dints",
+) -> tuple[torch.nn.Module, dict]:
     """Build the network a checkpoint belongs to and load it (fp16-stored weights are upcast).
 
-    The architecture embedded in our own checkpoints wins over ``arch``; bundle checkpoints need ``arch``.
-    Returns the network (eval mode, fp32, CPU) and the checkpoint's ``meta`` dict.
+    ``network`` and ``num_classes`` are what the caller serves; weights recorded (``meta``) as another network
+    or another number of classes are refused. The architecture embedded in our own checkpoints wins over
+    ``arch``; bundle checkpoints need ``arch``. Returns the network (eval mode, fp32, CPU) and the checkpoint's
+    ``meta`` dict.
     """
     checkpoint = load_checkpoint(weights_path)
     meta = dict(checkpoint.get("meta", {})) if isinstance(checkpoint.get("meta"), dict) else {}
-    try:
-        arch = embedded_arch(checkpoint) or arch
-    except ArchCodeError as exc:
-        raise CheckpointError(f"{weights_path}: {exc}") from exc
-    if arch is None:
-        raise CheckpointError(f"{weights_path} carries no architecture and no architecture file was given")
-    channel_mul = float(meta.get("channel_mul", channel_mul))
-    net = build_dints(arch, channel_mul)
+    stored = str(meta.get("network", "dints"))
+    if stored != network:
+        raise CheckpointError(f"{weights_path} holds a '{stored}' network, not '{network}'")
+    if int(meta.get("num_classes", num_classes)) != int(num_classes):
+        raise CheckpointError(f"{weights_path} was trained for {meta['num_classes']} classes, this task has {num_classes}")
+    if network == "dints":
+        try:
+            arch = embedded_arch(checkpoint) or arch
+        except ArchCodeError as exc:
+            raise CheckpointError(f"{weights_path}: {exc}") from exc
+        if arch is None:
+            raise CheckpointError(f"{weights_path} carries no architecture and no architecture file was given")
+        channel_mul = float(meta.get("channel_mul", channel_mul))
+        net = build_dints(arch, channel_mul, num_classes)
+        shape = f"architecture ({arch.describe()}, channel_mul {channel_mul})"
+    else:
+        net = build_network(network, num_classes)
+        shape = f"network ({network}, {num_classes} classes)"
     state = {k: v.float() if v.is_floating_point() else v for k, v in extract_state_dict(checkpoint).items()}
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
         first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
-        raise CheckpointError(
-            f"{weights_path} does not fit the architecture ({arch.describe()}, channel_mul {channel_mul}): {first}"
-        ) from None
+        raise CheckpointError(f"{weights_path} does not fit the {shape}: {first}") from None
     if missing or unexpected:
         raise CheckpointError(
-            f"{weights_path} does not fit the architecture ({arch.describe()}, channel_mul {channel_mul}): "
+            f"{weights_path} does not fit the {shape}: "
             f"{len(missing)} missing and {len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[:3]}"
         )
-    meta.setdefault("channel_mul", channel_mul)
+    if network == "dints":
+        meta.setdefault("channel_mul", channel_mul)
+    meta.setdefault("network", network)
+    meta.setdefault("num_classes", int(num_classes))
     return net.eval(), meta
 
 
 def save_checkpoint(
     net: torch.nn.Module,
-    arch: ArchCode,
+    arch: ArchCode | None,
     path: str | os.PathLike,
     meta: dict | None = None,
     half: bool = False,
 ) -> None:
-    """Publish a checkpoint that carries its own architecture, atomically (never a half-written model)."""
+    """Publish a checkpoint that carries its own architecture (DiNTS; ``arch`` None for a UNet), its network
+    name and class count, atomically (never a half-written model)."""
     module = net.module if hasattr(net, "module") else net
     state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone() for k, v in module.state_dict().items()}
-    arch_lists = {k: np.asarray(v).tolist() for k, v in arch.as_dict().items()}
-    atomic_torch_save({"model": state, "arch": arch_lists, "meta": dict(meta or {})}, path)
+    meta = dict(meta or {})
+    meta.setdefault("network", "unet" if isinstance(module, UNet) else "dints")
+    meta.setdefault("num_classes", output_channels(module))
+    payload = {"model": state, "meta": meta}
+    if arch is not None:
+        payload["arch"] = {k: np.asarray(v).tolist() for k, v in arch.as_dict().items()}
+    atomic.torch_save(payload, path)
+
+
+def output_channels(net: torch.nn.Module) -> int:
+    """Classes a network predicts: the output channels of its last convolution."""
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    if not convs:
+        raise ValueError("no convolution in the network")
+    return int(convs[-1].out_channels)
 
 
 def file_checksum(path: str | os.PathLike, length: int = 12) -> str:
@@ -143,10 +216,6 @@ def file_checksum(path: str | os.PathLike, length: int = 12) -> str:
 
 def count_parameters(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve(path: str | os.PathLike, base: str | os.PathLike) -> Path:

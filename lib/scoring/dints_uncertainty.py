@@ -1,7 +1,7 @@
 """``dints_uncertainty``: the MONAI Label scoring method behind the ``uncertainty`` strategy.
 
-For every unlabelled image (no ``final`` label) it loads the CT exactly as the infer task does (validation,
-RAS, model spacing, HU window -87..199 to 0..1), runs :func:`lib.scoring.tta.score_volume` with the current
+For every unlabelled image (no ``final`` label) it loads the CT exactly as the infer task does (the task's
+preprocessing, :mod:`lib.preprocessing`), runs :func:`lib.scoring.tta.score_volume` with the current
 model and stores the result in the datastore's image info under ``dints_uncertainty``::
 
     {"score": 0.41, "pancreas": 0.38, "tumor": 0.44, "model": "<checksum of the weights file>",
@@ -19,57 +19,23 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
-from monai.transforms import Compose, EnsureChannelFirstd, Orientationd, ScaleIntensityRanged
+from monai.transforms import Compose
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
-from lib.configs.profiles import HU_WINDOW
-from lib.networks.factory import file_checksum, load_network
+from lib.preprocessing import ct_preprocessing
+from lib.runtime.served_model import ServedModel
 from lib.scoring.tta import TTAOptions, score_volume
-from lib.transforms.load import InputLimits, LoadCTd
-from lib.transforms.spacing import SafeSpacingd
+from lib.task import SegmentationTask
+from lib.transforms.load import InputLimits
 
 logger = logging.getLogger(__name__)
 
 INFO_KEY = "dints_uncertainty"
-RAS = (("L", "R"), ("P", "A"), ("I", "S"))
-
-
-def current_weights(weights: Sequence[str]) -> str | None:
-    """MONAI Label's rule: the last existing path of the list (a trained model replaces the shipped one)."""
-    for path in reversed(list(weights)):
-        if path and os.path.exists(path):
-            return path
-    return None
-
-
-class ChecksumCache:
-    """``file_checksum`` of the current weights file, recomputed only when the file changes on disk."""
-
-    def __init__(self, weights: Sequence[str]):
-        self.weights = list(weights)
-        self._key: tuple | None = None
-        self._value: str | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> str | None:
-        path = current_weights(self.weights)
-        if path is None:
-            return None
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
-        key = (path, st.st_mtime_ns, st.st_size)
-        with self._lock:
-            if key != self._key:
-                self._value, self._key = file_checksum(path), key
-            return self._value
 
 
 def options_hash(opts: TTAOptions, spacing) -> str:
@@ -77,14 +43,8 @@ def options_hash(opts: TTAOptions, spacing) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def preprocessing(spacing, limits: InputLimits | None = None, hu_window=HU_WINDOW) -> Compose:
-    return Compose([
-        LoadCTd(keys="image", limits=limits or InputLimits()),
-        EnsureChannelFirstd(keys="image", channel_dim="no_channel"),
-        Orientationd(keys="image", axcodes="RAS", labels=RAS),
-        SafeSpacingd(keys="image", pixdim=tuple(spacing), mode="bilinear"),
-        ScaleIntensityRanged(keys="image", a_min=hu_window[0], a_max=hu_window[1], b_min=0.0, b_max=1.0, clip=True),
-    ])
+def preprocessing(task: SegmentationTask, spacing, limits: InputLimits | None = None) -> Compose:
+    return Compose(ct_preprocessing(task, spacing, ("image",), loader="checked", limits=limits))
 
 
 def refresh_datastore(datastore: Datastore) -> None:
@@ -121,9 +81,8 @@ class DiNTSUncertaintyScoring(ScoringMethod):
 
     def __init__(
         self,
-        weights: Sequence[str],
-        arch_file: str | None,
-        channel_mul: float,
+        served: ServedModel,
+        task: SegmentationTask,
         spacing,
         limits: InputLimits | None = None,
         options: TTAOptions | None = None,
@@ -132,19 +91,18 @@ class DiNTSUncertaintyScoring(ScoringMethod):
         network_loader: Callable[[str], torch.nn.Module] | None = None,
     ):
         super().__init__(
-            "TTA uncertainty (intensity/shift test-time augmentation) of the current DiNTS model per unlabelled "
-            "image; pancreas and tumour scored separately and combined; stored in the image info "
+            "TTA uncertainty (intensity/shift test-time augmentation) of the current model per unlabelled "
+            f"image ({', '.join(task.labels)}); stored in the image info "
             f"'{INFO_KEY}' with the model checksum"
         )
-        self.weights = list(weights)
-        self.arch_file = arch_file
-        self.channel_mul = channel_mul
+        self.served = served
+        self.task = task
         self.spacing = tuple(float(s) for s in spacing)
         self.limits = limits or InputLimits()
         self.options = options or TTAOptions()
         self.threads = int(threads)
         self.nice = int(nice)
-        self.checksum = ChecksumCache(self.weights)
+        self.checksum = served.checksum
         self.network_loader = network_loader
         self.opts_hash = options_hash(self.options, self.spacing)
 
@@ -156,11 +114,7 @@ class DiNTSUncertaintyScoring(ScoringMethod):
     def _load_network(self, path: str) -> torch.nn.Module:
         if self.network_loader is not None:
             return self.network_loader(path)
-        from lib.networks.arch_code import load_arch_code
-
-        arch = load_arch_code(self.arch_file) if self.arch_file and os.path.exists(self.arch_file) else None
-        net, _ = load_network(path, arch, self.channel_mul)
-        return net.eval()
+        return self.served.network("cpu")
 
     def stale_images(self, datastore: Datastore) -> list[str]:
         """Unlabelled images without a score for the current model (what a scoring run would compute)."""
@@ -184,12 +138,12 @@ class DiNTSUncertaintyScoring(ScoringMethod):
     def __call__(self, request: dict[str, Any], datastore: Datastore):
         start = time.time()
         force = str(request.get("force", "false")).lower() in ("1", "true", "yes")
-        path = current_weights(self.weights)
+        path = self.served.path()
         if path is None:
-            msg = f"no model weights found (looked for {', '.join(self.weights)}): nothing scored"
+            msg = f"no model weights found (looked for {', '.join(self.served.weights)}): nothing scored"
             logger.warning(msg)
             return {"scored": 0, "skipped": 0, "errors": 0, "message": msg}
-        checksum = file_checksum(path)
+        checksum = self.served.checksum(path)
         refresh_datastore(datastore)
         images = list(request.get("images") or datastore.get_unlabeled_images())
         todo = [i for i in images if force or not is_current(datastore.get_image_info(i), checksum, self.opts_hash)]
@@ -202,7 +156,7 @@ class DiNTSUncertaintyScoring(ScoringMethod):
         if request.get("lower_priority", True):
             self._lower_priority()
         net = self._load_network(path)
-        pre = preprocessing(self.spacing, self.limits)
+        pre = preprocessing(self.task, self.spacing, self.limits)
         logger.info(f"{INFO_KEY}: scoring {len(todo)} images with model {checksum} ({self.options.samples} samples each)")
         for n, image_id in enumerate(todo):
             uri = datastore.get_image_uri(image_id)
@@ -210,7 +164,9 @@ class DiNTSUncertaintyScoring(ScoringMethod):
             try:
                 data = pre({"image": uri})
                 res = score_volume(net, data["image"], self.spacing, self.options)
-                entry = {"score": res["score"], "pancreas": res["pancreas"], "tumor": res["tumor"],
+                names = list(self.task.labels)  # the organ term, then the lesion term where the task has one
+                terms = {names[0]: res["pancreas"], **({names[1]: res["tumor"]} if len(names) > 1 else {})}
+                entry = {"score": res["score"], **terms,
                          "disagreement": res["disagreement"], "no_pancreas_found": res["no_pancreas_found"],
                          "tumor_volume_cv": res["tumor_volume_cv"], "samples": res["samples"],
                          "model": checksum, "options": self.opts_hash, "ts": int(time.time()),

@@ -1,7 +1,8 @@
 """Test-time-augmentation (TTA) uncertainty of one CT volume under a DiNTS network, on the model grid.
 
 DiNTS has no dropout, so the model's doubt is probed by running it several times on slightly different
-views of the same volume and measuring how much the class probabilities move and how unsure their mean is.
+views of the same volume and measuring how unsure the mean of their class probabilities is (the binary entropy
+of the mean; how much the samples disagree is recorded beside it as a diagnostic, and is not part of the score).
 
 Cost is bounded on a CPU:
 
@@ -40,7 +41,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
-from lib.inference.fast_path import ceil_to_multiple, mask_box
+from lib.runtime.fast_path import ceil_to_multiple, mask_box
 from lib.transforms.scores import foreground
 
 SCORE_VERSION = 1
@@ -172,14 +173,17 @@ def _pairwise_dice(masks: np.ndarray) -> float:
 
 
 def uncertainty_from_samples(probs: torch.Tensor, opts: TTAOptions) -> dict:
-    """Scores from (T, C, x, y, z) TTA probabilities (C = background, pancreas, tumour)."""
+    """Scores from (T, C, x, y, z) TTA probabilities: C = background, the organ (pancreas, spleen) and, where the
+    task has them, the lesion classes (tumour) after it. ``pancreas`` is the foreground (organ + lesion) term,
+    ``tumor`` the lesion term (0 for a task without one)."""
     mean = probs.mean(0)
+    lesion = probs.shape[1] > 2
     labels = probs.argmax(1).numpy()  # (T, x, y, z)
     fg_masks = labels > 0
     region = fg_masks.any(0) | (mean[1:].sum(0) > 0.5).numpy()
     if opts.dilate > 0 and region.any():
         region = ndimage.binary_dilation(region, iterations=int(opts.dilate))
-    p_fg = mean[1] + mean[2]
+    p_fg = mean[1:].sum(0)
     res: dict = {"region_voxels": int(region.sum())}
     if not region.any():
         res.update(pancreas=1.0, tumor=1.0, score=1.0, disagreement=1.0, no_pancreas_found=True,
@@ -187,15 +191,16 @@ def uncertainty_from_samples(probs: torch.Tensor, opts: TTAOptions) -> dict:
         return res
     reg = torch.from_numpy(region)
     u_p = float(binary_entropy(p_fg)[reg].mean())
-    tumour_like = (probs[:, 2].amax(0) >= opts.tumor_threshold).numpy()
-    if tumour_like.any():
+    p_lesion = probs[:, 2:].sum(1) if lesion else torch.zeros_like(probs[:, 0])
+    tumour_like = (p_lesion.amax(0) >= opts.tumor_threshold).numpy()
+    if lesion and tumour_like.any():
         if opts.dilate > 0:
             tumour_like = ndimage.binary_dilation(tumour_like, iterations=1)
-        u_t = float(binary_entropy(mean[2])[torch.from_numpy(tumour_like)].mean())
+        u_t = float(binary_entropy(mean[2:].sum(0))[torch.from_numpy(tumour_like)].mean())
     else:
         u_t = 0.0
-    t_counts = (labels == 2).reshape(len(labels), -1).sum(1).astype(float)
-    w = float(opts.tumor_weight)
+    t_counts = (labels >= 2).reshape(len(labels), -1).sum(1).astype(float)
+    w = float(opts.tumor_weight) if lesion else 0.0
     res.update(
         pancreas=round(u_p, 6),
         tumor=round(u_t, 6),

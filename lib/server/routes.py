@@ -380,7 +380,7 @@ def run_training(model: str, params: Optional[dict] = None, run_sync: Optional[b
                  enqueue: Optional[bool] = False, user: User = Depends(RBAC(ADMIN))):
     from monailabel.endpoints.train import run_model
 
-    from lib.infers.dints_pancreas import _truthy
+    from lib.params import parse_request, truthy
 
     instance = app_instance()
     check_name(model, "model name")
@@ -388,11 +388,9 @@ def run_training(model: str, params: Optional[dict] = None, run_sync: Optional[b
         raise InputError(f"no trainer '{model}': choose one of {sorted(instance._trainers)}", 404)
     params = dict(params or {})
     if "enqueue" in params:  # also accepted in the body
-        enqueue = enqueue or _truthy(params.pop("enqueue"))
+        enqueue = enqueue or truthy(params.pop("enqueue"))
     task = instance._trainers[model]
     if getattr(task, "params", None):
-        from lib.trainers.common import parse_request
-
         try:
             parse_request(task.params, params)
         except (TypeError, ValueError) as exc:
@@ -445,9 +443,9 @@ def update_model(model: str, file: UploadFile = File(...), user: User = Depends(
 
     from monailabel.utils.others.generic import file_checksum
 
-    from lib.data import fileio
+    from lib import atomic
     from lib.networks.arch_code import ArchCodeError
-    from lib.networks.factory import CheckpointError, load_network
+    from lib.networks.factory import CheckpointError
 
     instance = app_instance()
     check_name(model, "model name")
@@ -459,13 +457,13 @@ def update_model(model: str, file: UploadFile = File(...), user: User = Depends(
         raise InputError(f"model '{model}' has no weights file configured", 501)
     with uploads.upload_folder() as folder:
         path = uploads.save_upload(folder, file, "weights", default_ext=".pt", trusted=False)
-        if hasattr(task, "profile"):
+        if hasattr(task, "served"):
             try:
-                load_network(path, task._arch(), task.profile.channel_mul)
+                task.served.spec.load(path)
             except (CheckpointError, ArchCodeError, RuntimeError, ValueError, KeyError, EOFError) as exc:
                 raise InputError(f"the uploaded file is not usable weights for '{model}': {exc}", 422) from None
         if os.path.exists(target):  # never lose the weights being replaced
-            fileio.copy_file(target, f"{target}.{time.strftime('%Y%m%d-%H%M%S')}.replaced")
-        fileio.copy_file(path, target)
+            atomic.copy_file(target, f"{target}.{time.strftime('%Y%m%d-%H%M%S')}.replaced")
+        atomic.copy_file(path, target)
     stat = os.stat(target)
     return {"checksum": file_checksum(target), "modified_time": int(stat.st_mtime)}

@@ -1,4 +1,4 @@
-"""``--conf auto_train_after N``: start ``dints_pancreas`` training by itself after N new final labels.
+"""``--conf auto_train_after N``: start the model's training (``dints_pancreas``) by itself after N new final labels.
 
 "New" means labelled since the last training run: not in the persisted train/validation split (or, before
 any run, not labelled when the server started). While a run is going one more run is queued (MONAI Label's
@@ -12,19 +12,20 @@ import json
 import logging
 import os
 
-from lib.trainers import common
+from lib import atomic
+from lib.trainers.datalist import split_file
 
 logger = logging.getLogger(__name__)
 
 
 class AutoTrainer:
-    def __init__(self, conf: dict, model_dir: str, model: str = "dints_pancreas"):
+    def __init__(self, conf: dict, model_dir: str, model: str, task: str):
         self.after = int(float(conf.get("auto_train_after", 0) or 0))
         try:
             self.params = json.loads(conf.get("auto_train_params", "{}") or "{}")
         except json.JSONDecodeError as exc:
             raise ValueError(f"--conf auto_train_params is not JSON: {exc}") from None
-        self.split_path = os.path.join(model_dir, common.SPLIT_FILE)
+        self.split_path = os.path.join(model_dir, split_file(task))
         self.model = model
         self.known_at_start: set[str] | None = None
         self.triggered: set[str] = set()
@@ -37,7 +38,7 @@ class AutoTrainer:
         self.known_at_start = set(datastore.get_labeled_images())
 
     def new_labels(self, datastore) -> list[str]:
-        split = common.read_json(self.split_path)
+        split = atomic.read_json(self.split_path)
         if split and isinstance(split.get("training"), list):
             known = set(split.get("training", [])) | set(split.get("validation", []))
         else:

@@ -1,4 +1,5 @@
-"""MONAI Label train tasks: ``dints_search`` (architecture search) and ``dints_pancreas`` (training).
+"""MONAI Label train tasks: ``dints_search`` (architecture search) and ``<network>_<task>`` (training; by
+default ``dints_pancreas``).
 
 MONAI Label runs a train request in a child process (``python -m monailabel.interfaces.utils.app -m train``),
 shows its output lines in ``GET /train`` and kills it (with its children) on ``DELETE /train``. Everything
@@ -15,11 +16,30 @@ from typing import Any
 
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.configs.profiles import LABELS, Profile
-from lib.trainers import common
-from lib.trainers.common import COMMON_PARAMS, Param
+from lib.params import Param, config_defaults, parse_request
+from lib.profiles import Profile
+from lib.task import SegmentationTask
+from lib.trainers.datalist import halves_by_hash, labelled_datalist, split_file, stable_split
+from lib.trainers.distributed import launch, resolve_world
+from lib.trainers.progress import read_stats
 
 logger = logging.getLogger(__name__)
+
+COMMON_PARAMS: tuple[Param, ...] = (
+    Param("device", "auto", "str", "`auto` (CUDA when available), `cpu`, `cuda`"),
+    Param("multi_gpu", False, "bool", "data-parallel training in several processes (DDP; `gloo` on CPU, `nccl` on CUDA)"),
+    Param("gpus", "all", "str", "MONAI Label's GPU list (`all` or `0,1`); on CUDA the process count defaults to it"),
+    Param("num_processes", 0, "int", "processes for `multi_gpu` (0: the number of GPUs, or 2 on CPU)"),
+    Param("num_threads", 0, "int", "torch CPU threads per process (0: CPU cores / processes)"),
+    Param("amp", True, "bool", "mixed precision (CUDA only; ignored on CPU)"),
+    Param("seed", 0, "int", "random seed (network initialisation, crops, augmentation)"),
+    Param("num_workers", 0, "int", "data-loader worker processes per training process"),
+    Param("val_split", 0.2, "float", "fraction of labelled images held out for validation when the split is first made"),
+    Param("val_ids", "", "str", "comma-separated image ids: fix the validation set to exactly these (persisted)"),
+    Param("reset_split", False, "bool", "forget the persisted split and draw it again from the image ids"),
+    Param("flip_prob", 0.0, "float", "probability of each random axis flip (0 keeps left/right anatomy cues)"),
+    Param("include_background", False, "bool", "count the background in the Dice part of DiceCE (the bundles: false)"),
+)
 
 SEARCH_PARAMS: tuple[Param, ...] = (
     Param("epochs", 1430, "int", "search epochs in all (bundle: 1430)"),
@@ -28,7 +48,7 @@ SEARCH_PARAMS: tuple[Param, ...] = (
     Param("channel_mul", 0.5, "float", "supernet width multiplier (bundle search: 0.5)"),
     Param("num_blocks", 12, "int", "supernet blocks"),
     Param("num_depths", 4, "int", "supernet resolutions"),
-    Param("crop_size", (96, 96, 96), "int3", "training crop in voxels at the model spacing"),
+    Param("crop_size", (0, 0, 0), "int3", "training crop in voxels at the model spacing (0: the task's, 96^3)"),
     Param("num_crops", 1, "int", "class-balanced crops per image per step"),
     Param("batch_size", 1, "int", "images per step (each gives `num_crops` crops)"),
     Param("lr", 0.025, "float", "SGD learning rate of the weights (times the number of processes)"),
@@ -40,20 +60,22 @@ SEARCH_PARAMS: tuple[Param, ...] = (
     Param("val_roi_size", (96, 96, 96), "int3", "sliding-window size of validation"),
     Param("sw_batch_size", 2, "int", "sliding-window batch of validation"),
     Param("sw_overlap", 0.625, "float", "sliding-window overlap of validation"),
-    Param("output", "", "str", "architecture file to write (default `<model dir>/dints_pancreas_<profile>_arch_searched.pth`)"),
+    Param("output", "", "str", "architecture file to write (default `<model dir>/dints_<task>_<profile>_arch_searched.pth`)"),
 ) + COMMON_PARAMS
 
 TRAIN_PARAMS: tuple[Param, ...] = (
-    Param("epochs", 400, "int", "training epochs (bundle: 400)"),
+    Param("epochs", 400, "int", "training epochs (bundle: 400; times the number of processes, see `scale_schedule`)"),
     Param("val_interval", 10, "int", "validate (and maybe publish) every N epochs and after the last"),
-    Param("crop_size", (96, 96, 96), "int3", "training crop in voxels at the model spacing"),
+    Param("crop_size", (0, 0, 0), "int3", "training crop in voxels at the model spacing (0: the task's, 96^3)"),
     Param("num_crops", 1, "int", "class-balanced crops per image per step"),
     Param("batch_size", 2, "int", "images per step (each gives `num_crops` crops)"),
     Param("lr", 0.025, "float", "SGD learning rate (times the number of processes, as the bundle's multi_gpu config)"),
     Param("lr_step_epochs", 80, "int", "StepLR: halve the learning rate every N epochs"),
+    Param("scale_schedule", True, "bool", "with N processes, multiply `epochs`, `lr_step_epochs` and `val_interval` by N as "
+          "the bundle's multi_gpu_train.yaml does (each process sees 1/N of the images per epoch)"),
     Param("weight_decay", 4e-5, "float", "SGD weight decay"),
     Param("finetune", True, "bool", "start from the current weights when they have the same architecture"),
-    Param("arch", "auto", "str", "`auto` (the searched architecture if present, else the profile's), `searched`, `shipped`, or a file path"),
+    Param("arch", "auto", "str", "DiNTS: `auto` (the searched architecture if present, else the profile's), `searched`, `shipped`, or a file path"),
     Param("publish_policy", "improve", "str", "`improve`: publish the best epoch only if it beats the current model on the validation images; "
           "`best`: publish the best epoch of this run; `always`: publish every validated epoch"),
     Param("val_roi_size", (0, 0, 0), "int3", "sliding-window size of validation (0: the profile's window)"),
@@ -62,65 +84,86 @@ TRAIN_PARAMS: tuple[Param, ...] = (
 ) + COMMON_PARAMS
 
 
-class _DiNTSTask(TrainTask):
+class _SegmentationTrainBase(TrainTask):
     task_name = ""
     params: tuple[Param, ...] = ()
 
-    def __init__(self, model_dir: str, profile: Profile, description: str):
+    def __init__(self, model_dir: str, task: SegmentationTask, profile: Profile, description: str):
         super().__init__(description)
         self.model_dir = model_dir
+        self.task = task
         self.profile = profile
         self.stats_path = os.path.join(model_dir, f"train_stats_{self.task_name}.json")
-        self.split_path = os.path.join(model_dir, common.SPLIT_FILE)
+
+    @property
+    def split_path(self) -> str:
+        """The persisted train/validation split of the task's labelled images (one per task, shared by its models)."""
+        return os.path.join(self.model_dir, split_file(self.task.name))
 
     def config(self) -> dict:
-        return common.config_defaults(self.params)
+        return config_defaults(self.params)
 
     def stats(self) -> dict:
-        return common.read_stats(self.stats_path)
+        return read_stats(self.stats_path)
 
     def _base_cfg(self, request: dict, datastore) -> tuple[dict, list[dict], list[dict]]:
-        cfg = common.parse_request(self.params, request)
-        cfg["device_type"], cfg["world_size"] = common.resolve_world(cfg)
-        items, self.skipped = common.labelled_datalist(datastore, dict(LABELS))
+        cfg = parse_request(self.params, request)
+        cfg["device_type"], cfg["world_size"] = resolve_world(cfg)
+        if not any(cfg["crop_size"]):
+            cfg["crop_size"] = tuple(self.task.crop_size)
+        items, self.skipped = labelled_datalist(datastore, dict(self.task.labels))
         if len(items) < 2:
             bad = "; ".join(f"{s['id']}: {s['reason']}" for s in self.skipped)
             raise ValueError(f"{self.task_name} needs at least 2 images with a usable final label, found {len(items)}"
                              + (f" (skipped {len(self.skipped)}: {bad})" if bad else ""))
         val_ids = [v.strip() for v in cfg["val_ids"].split(",") if v.strip()]
-        train_ids, val_ids, split = common.stable_split([d["id"] for d in items], self.split_path, cfg["val_split"],
-                                                       val_ids or None, cfg["reset_split"])
+        train_ids, val_ids, split = stable_split([d["id"] for d in items], self.split_path, cfg["val_split"],
+                                                 val_ids or None, cfg["reset_split"])
         by_id = {d["id"]: d for d in items}
-        cfg.update({"profile": self.profile.name, "spacing": tuple(self.profile.spacing), "stats_path": self.stats_path,
+        cfg.update({"task": self.task.name, "profile": self.profile.name, "spacing": tuple(self.profile.spacing),
+                    "stats_path": self.stats_path,
                     "log_dir": os.path.join(self.model_dir, "logs", self.task_name, time.strftime("%Y%m%d-%H%M%S"))})
         return cfg, [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
 
     def _stats_base(self, cfg, train, val) -> dict:
-        return {"world_size": cfg["world_size"], "device": cfg["device_type"], "training_ids": [d["id"] for d in train],
+        return {"world_size": cfg["world_size"], "device": cfg["device_type"], "task": self.task.name,
+                "labels": dict(self.task.labels), "training_ids": [d["id"] for d in train],
                 "skipped": list(getattr(self, "skipped", [])),
                 "validation_ids": [d["id"] for d in val],
                 "request": {p.name: (list(cfg[p.name]) if isinstance(cfg[p.name], tuple) else cfg[p.name]) for p in self.params}}
 
 
-class DiNTSSearchTask(_DiNTSTask):
+def scale_schedule(cfg: dict) -> dict:
+    """The bundle's ``multi_gpu_train.yaml``: with N processes, N x the epochs, the StepLR step and the validation
+    interval (and N x the learning rate, applied by the loop), since each process sees 1/N of the images per epoch."""
+    n = int(cfg["world_size"])
+    if n > 1 and cfg.get("scale_schedule", True):
+        cfg = {**cfg, "epochs": cfg["epochs"] * n, "lr_step_epochs": cfg["lr_step_epochs"] * n,
+               "val_interval": cfg["val_interval"] * n}
+    return cfg
+
+
+class DiNTSSearchTask(_SegmentationTrainBase):
     """``POST /train/dints_search``: DiNTS architecture search on the labelled images."""
 
     task_name = "dints_search"
     params = SEARCH_PARAMS
 
-    def __init__(self, model_dir: str, profile: Profile):
-        super().__init__(model_dir, profile, "DiNTS architecture search (TopologySearch supernet) on the final labels")
+    def __init__(self, model_dir: str, task: SegmentationTask, profile: Profile, default_output: str):
+        super().__init__(model_dir, task, profile, f"DiNTS architecture search (TopologySearch supernet) on the final "
+                                                   f"{task.name} labels")
+        self._default_output = default_output
 
     def default_output(self) -> str:
-        return os.path.join(self.model_dir, f"dints_pancreas_{self.profile.name}_arch_searched.pth")
+        return self._default_output
 
     def __call__(self, request: dict, datastore) -> dict[str, Any]:
-        from lib.search.dints_search import search_worker
+        from lib.trainers.search_loop import search_worker
 
         cfg, train, val = self._base_cfg(request, datastore)
         if cfg["warmup_epochs"] >= cfg["epochs"]:
             raise ValueError(f"warmup_epochs ({cfg['warmup_epochs']}) must be below epochs ({cfg['epochs']})")
-        items_w, items_a = common.halves_by_hash(train)
+        items_w, items_a = halves_by_hash(train)
         if not items_w or not items_a:
             raise ValueError(f"the search needs at least 2 training images (one per half), found {len(train)}")
         out = cfg["output"] or self.default_output()
@@ -131,19 +174,21 @@ class DiNTSSearchTask(_DiNTSTask):
                                  architecture_ids=[d["id"] for d in items_a], arch_file=out)
         logger.info(f"dints_search: {len(items_w)} weight / {len(items_a)} architecture / {len(val)} validation images, "
                     f"{cfg['world_size']} process(es) on {cfg['device_type']}")
-        common.launch(search_worker, cfg["world_size"], cfg)
+        launch(search_worker, cfg["world_size"], cfg)
         return self.stats()
 
 
-class DiNTSTrainTask(_DiNTSTask):
-    """``POST /train/dints_pancreas``: train the current architecture on every final label, publish the best."""
+class SegmentationTrainTask(_SegmentationTrainBase):
+    """``POST /train/<network>_<task>``: train the served network on every final label, publish the best."""
 
-    task_name = "dints_pancreas"
     params = TRAIN_PARAMS
 
-    def __init__(self, model_dir: str, profile: Profile, arch_file: str, weights: list[str], trained_file: str,
-                 searched_arch_file: str):
-        super().__init__(model_dir, profile, "Train the DiNTS pancreas/tumour model on the final labels")
+    def __init__(self, name: str, model_dir: str, task: SegmentationTask, network: str, profile: Profile, arch_file: str,
+                 weights: list[str], trained_file: str, searched_arch_file: str):
+        self.task_name = name
+        net = "DiNTS" if network == "dints" else "UNet"
+        super().__init__(model_dir, task, profile, f"Train the {net} {task.name} model on the final labels")
+        self.network = network
         self.arch_file = arch_file
         self.weights = list(weights)
         self.trained_file = trained_file
@@ -170,17 +215,21 @@ class DiNTSTrainTask(_DiNTSTask):
         cfg, train, val = self._base_cfg(request, datastore)
         if cfg["publish_policy"] not in ("improve", "best", "always"):
             raise ValueError("publish_policy must be improve, best or always")
-        arch_file = self.resolve_arch(cfg["arch"])
-        arch = load_arch_code(arch_file)
+        cfg = scale_schedule(cfg)
+        arch_file, arch, current_arch = None, None, None
+        if self.network == "dints":
+            arch_file = self.resolve_arch(cfg["arch"])
+            arch = load_arch_code(arch_file)
+            try:
+                current_arch = load_arch_code(self.arch_file).as_dict() if os.path.exists(self.arch_file) else None
+            except Exception:  # the profile's arch file is only needed for bare (bundle) checkpoints
+                pass
         current = [w for w in self.weights if os.path.exists(w)]
-        current_arch = None
-        try:
-            current_arch = load_arch_code(self.arch_file).as_dict() if os.path.exists(self.arch_file) else None
-        except Exception:  # the profile's arch file is only needed for bare (bundle) checkpoints
-            pass
         p = self.profile
         cfg.update({
-            "arch_code": arch.as_dict(), "arch_file": arch_file, "current_arch": current_arch,
+            "name": self.task_name, "network": self.network, "num_classes": self.task.num_classes,
+            "class_names": self.task.class_names,
+            "arch_code": arch.as_dict() if arch is not None else None, "arch_file": arch_file, "current_arch": current_arch,
             "channel_mul": p.channel_mul, "trained_file": self.trained_file,
             "start_weights": current[-1] if current else None, "current_weights": current[-1] if current else None,
             "items_train": train, "items_val": val,
@@ -188,9 +237,11 @@ class DiNTSTrainTask(_DiNTSTask):
             "sw_batch_size": cfg["sw_batch_size"] or p.sw_batch_size,
             "sw_overlap": p.sw_overlap if cfg["sw_overlap"] < 0 else cfg["sw_overlap"],
         })
-        cfg["stats_base"] = dict(self._stats_base(cfg, train, val), arch_file=arch_file, architecture=arch.describe(),
-                                 trained_file=self.trained_file)
-        logger.info(f"dints_pancreas: {len(train)} training / {len(val)} validation images, arch {arch_file}, "
+        described = arch.describe() if arch is not None else "UNet 16-32-64-128-256, 2 residual units"
+        cfg["stats_base"] = dict(self._stats_base(cfg, train, val), arch_file=arch_file, architecture=described,
+                                 network=self.network, trained_file=self.trained_file,
+                                 epochs=cfg["epochs"], lr_step_epochs=cfg["lr_step_epochs"], val_interval=cfg["val_interval"])
+        logger.info(f"{self.task_name}: {len(train)} training / {len(val)} validation images, {described}, "
                     f"{cfg['world_size']} process(es) on {cfg['device_type']}")
-        common.launch(train_worker, cfg["world_size"], cfg)
+        launch(train_worker, cfg["world_size"], cfg)
         return self.stats()

@@ -1,10 +1,12 @@
-"""The ``dints_pancreas`` training loop (one process, or one rank of a DDP run).
+"""The segmentation training loop (one process, or one rank of a DDP run), for DiNTS and the UNet.
 
-The model-zoo bundle's ``train.yaml``: ``TopologyInstance`` + ``DiNTS`` from the architecture code,
-DiceCE (softmax, squared_pred, batch), SGD (lr 0.025, momentum 0.9, weight decay 4e-5) with StepLR
-(gamma 0.5), AMP on CUDA, class-balanced crops, sliding-window validation with mean Dice per class.
-The best checkpoint is published atomically with ``save_checkpoint`` (architecture embedded), so the
-running server's infer task loads it on its next request.
+The model-zoo bundle's ``train.yaml``: ``TopologyInstance`` + ``DiNTS`` from the architecture code (or the
+spleen bundle's ``UNet``), DiceCE (``include_background`` false, softmax, squared_pred, batch), SGD (lr 0.025,
+momentum 0.9, weight decay 4e-5) with StepLR (gamma 0.5), AMP on CUDA, class-balanced crops, sliding-window
+validation with mean Dice per class of the task. With N processes the learning rate is N x (and, by
+``scale_schedule``, the epochs, step and interval, see :func:`lib.trainers.tasks.scale_schedule`). The best
+checkpoint is published atomically with ``save_checkpoint`` (architecture, network and class count embedded),
+so the running server's infer task loads it on its next request.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import numpy as np
 import torch
 
 from lib.networks.arch_code import arch_code_from_mapping
-from lib.networks.factory import build_dints, embedded_arch, extract_state_dict, file_checksum, load_checkpoint, load_network, save_checkpoint
-from lib.trainers import common
+from lib.networks.factory import build_network, embedded_arch, extract_state_dict, file_checksum, load_checkpoint, load_network, save_checkpoint
+from lib.task import get_task
+from lib.trainers.data import train_loader, val_loader
+from lib.trainers.distributed import all_sum, broadcast_module, partition, run_rank
+from lib.trainers.validation import autocast, validate
 
 logger = logging.getLogger(__name__)
 
@@ -29,22 +34,27 @@ def same_arch(a, b) -> bool:
 
 
 def train_worker(rank: int, world_size: int, cfg: dict) -> None:
-    common.run_rank("dints_pancreas", _train, rank, world_size, cfg)
+    run_rank(cfg["name"], _train, rank, world_size, cfg)
 
 
 def _start_state(cfg: dict, arch):
-    """The current weights' state dict when they belong to ``arch`` (fine-tuning), else None."""
+    """The current weights' state dict when they belong to this network (and ``arch``): fine-tuning; else None."""
     path = cfg.get("start_weights")
     if not path or not os.path.exists(path) or not cfg["finetune"]:
         return None, "from scratch (no current weights)" if cfg["finetune"] else "from scratch (finetune false)"
     try:
         ckpt = load_checkpoint(path)
+        meta = ckpt.get("meta", {}) if isinstance(ckpt.get("meta"), dict) else {}
+        if str(meta.get("network", "dints")) != cfg["network"] or int(meta.get("num_classes", cfg["num_classes"])) != cfg["num_classes"]:
+            return None, f"from scratch ({os.path.basename(path)} is another network or task)"
+        if cfg["network"] != "dints":
+            state = {k: v.float() if v.is_floating_point() else v for k, v in extract_state_dict(ckpt).items()}
+            return state, f"fine-tuning {os.path.basename(path)}"
         ckpt_arch = embedded_arch(ckpt)
         if ckpt_arch is None and cfg.get("current_arch"):  # a bare state dict (the bundle's model.pt)
             ckpt_arch = arch_code_from_mapping(cfg["current_arch"])
         if not same_arch(ckpt_arch, arch):
             return None, f"from scratch (architecture differs from {os.path.basename(path)})"
-        meta = ckpt.get("meta", {}) if isinstance(ckpt.get("meta"), dict) else {}
         if float(meta.get("channel_mul", cfg["channel_mul"])) != float(cfg["channel_mul"]):
             return None, f"from scratch (channel_mul differs from {os.path.basename(path)})"
         state = {k: v.float() if v.is_floating_point() else v for k, v in extract_state_dict(ckpt).items()}
@@ -61,33 +71,37 @@ def _train(rank, world_size, cfg, device, progress):
     amp = cfg["amp"] and device.type == "cuda"
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
-    arch = arch_code_from_mapping(cfg["arch_code"], cfg["arch_file"])
-    net = build_dints(arch, cfg["channel_mul"])
+    name, task = cfg["name"], get_task(cfg["task"])
+    arch = arch_code_from_mapping(cfg["arch_code"], cfg["arch_file"]) if cfg["arch_code"] is not None else None
+    net = build_network(cfg["network"], cfg["num_classes"], arch, cfg["channel_mul"])
+    described = arch.describe() + f", channel_mul {cfg['channel_mul']}" if arch is not None else cfg["network"]
     state, start = _start_state(cfg, arch)
     if state is not None:
         net.load_state_dict(state)
     net = net.to(device)
-    common.broadcast_module(net, world_size)
+    broadcast_module(net, world_size)
     if is_main:
-        print(f"[dints_pancreas] {arch.describe()}, channel_mul {cfg['channel_mul']}: {start}; "
+        print(f"[{name}] {described}: {start}; "
               f"{len(cfg['items_train'])} training / {len(cfg['items_val'])} validation images; {world_size} process(es)", flush=True)
     progress.update(start=start)
 
     model = DistributedDataParallel(net, find_unused_parameters=True) if world_size > 1 else net
-    items_t = common.partition(cfg["items_train"], rank, world_size)
-    items_v = common.partition(cfg["items_val"], rank, world_size, even=False)
+    items_t = partition(cfg["items_train"], rank, world_size)
+    items_v = partition(cfg["items_val"], rank, world_size, even=False)
     crop = cfg["crop_size"]
-    loader_t = common.train_loader(items_t, cfg["spacing"], crop, cfg["num_crops"], cfg["batch_size"], cfg["flip_prob"],
-                                   cfg["num_workers"], cfg["seed"] + 1000 * rank)
-    loader_v = common.val_loader(items_v, cfg["spacing"]) if items_v else []
+    loader_t = train_loader(task, items_t, cfg["spacing"], crop, cfg["num_crops"], cfg["batch_size"], cfg["flip_prob"],
+                            cfg["num_workers"], cfg["seed"] + 1000 * rank)
+    loader_v = val_loader(task, items_v, cfg["spacing"]) if items_v else []
 
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    loss_fn = DiceCELoss(include_background=cfg["include_background"], to_onehot_y=True, softmax=True, squared_pred=True,
+                         batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"] * world_size, momentum=0.9, weight_decay=cfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg["lr_step_epochs"]), gamma=0.5)
     scaler = torch.amp.GradScaler("cuda") if amp else None
 
     def evaluate(m):
-        return common.validate(m, loader_v, cfg["val_roi_size"], cfg["sw_batch_size"], cfg["sw_overlap"], device, amp, world_size)
+        return validate(m, loader_v, cfg["val_roi_size"], cfg["sw_batch_size"], cfg["sw_overlap"], device, amp, world_size,
+                        task.class_names)
 
     # The score to beat: the model the server uses now, on the same validation images.
     baseline = None
@@ -99,14 +113,14 @@ def _train(rank, world_size, cfg, device, progress):
                     cur_net = net
                 else:
                     cur_net, _ = load_network(current, arch_code_from_mapping(cfg["current_arch"]) if cfg.get("current_arch") else None,
-                                              cfg["channel_mul"])
+                                              cfg["channel_mul"], cfg["num_classes"], cfg["network"])
                     cur_net = cur_net.to(device)
                 baseline = evaluate(cur_net)["mean_dice"]
             except Exception as exc:
                 if is_main:
-                    print(f"[dints_pancreas] current model not scored ({type(exc).__name__}: {exc}); any result is published", flush=True)
+                    print(f"[{name}] current model not scored ({type(exc).__name__}: {exc}); any result is published", flush=True)
         if is_main:
-            print(f"[dints_pancreas] current model's validation mean Dice: {baseline}", flush=True)
+            print(f"[{name}] current model's validation mean Dice: {baseline}", flush=True)
     progress.update(baseline_mean_dice=baseline)
 
     best = {"mean_dice": baseline, "epoch": 0 if baseline is not None else None, "published": False}
@@ -119,7 +133,7 @@ def _train(rank, world_size, cfg, device, progress):
         for batch in loader_t:
             inputs, labels = batch["image"].to(device), batch["label"].to(device).long()
             optimizer.zero_grad(set_to_none=True)
-            with common.autocast(device, amp):
+            with autocast(device, amp):
                 loss = loss_fn(model(inputs), labels)
             if scaler:
                 scaler.scale(loss).backward()
@@ -131,7 +145,7 @@ def _train(rank, world_size, cfg, device, progress):
             losses.append(float(loss.detach()))
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        sums = common.all_sum([sum(losses), len(losses)], device, world_size)
+        sums = all_sum([sum(losses), len(losses)], device, world_size)
         record = {"loss": sums[0] / max(1, sums[1]), "lr": lr}
         if cfg["items_val"] and ((epoch + 1) % cfg["val_interval"] == 0 or epoch + 1 == epochs):
             val = evaluate(model)
@@ -160,16 +174,17 @@ def _train(rank, world_size, cfg, device, progress):
             summary["not_published_reason"] = (f"validation mean Dice never beat the current model's {baseline:.4f}"
                                                if baseline is not None else "no validation result")
         progress.close("DONE", **summary)
-        print(f"[dints_pancreas] done: best mean Dice {best['mean_dice']} at epoch {best['epoch']}; "
+        print(f"[{name}] done: best mean Dice {best['mean_dice']} at epoch {best['epoch']}; "
               f"{'published ' + published if published else 'nothing published: ' + summary['not_published_reason']}", flush=True)
 
 
 def _publish(net, arch, cfg, epoch, val) -> None:
     meta = {
         "profile": cfg["profile"], "channel_mul": cfg["channel_mul"], "spacing": list(cfg["spacing"]),
+        "network": cfg["network"], "num_classes": cfg["num_classes"], "labels": dict(get_task(cfg["task"]).labels),
         "epoch": epoch, "validation": val, "trained_on": [d["id"] for d in cfg["items_train"]],
         "validated_on": [d["id"] for d in cfg["items_val"]], "arch_file": cfg["arch_file"],
-        "task": "dints_pancreas", "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "task": cfg["task"], "model": cfg["name"], "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     save_checkpoint(net, arch, cfg["trained_file"], meta=meta, half=False)
-    print(f"[dints_pancreas] epoch {epoch}: published {cfg['trained_file']} ({file_checksum(cfg['trained_file'])})", flush=True)
+    print(f"[{cfg['name']}] epoch {epoch}: published {cfg['trained_file']} ({file_checksum(cfg['trained_file'])})", flush=True)

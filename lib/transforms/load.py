@@ -150,3 +150,14 @@ def check_resampled_size(shape: tuple[int, ...], affine: np.ndarray, spacing, li
             f"over the limit of {limits.max_voxels:,} (--conf max_voxels)",
             413,
         )
+
+
+class CheckResampledSized:
+    """Refuse inputs whose grid at the model spacing would be absurdly large."""
+
+    def __init__(self, spacing, limits: InputLimits, key: str = "image"):
+        self.spacing, self.limits, self.key = spacing, limits, key
+
+    def __call__(self, data):
+        check_resampled_size(data[f"{self.key}_input_shape"], data[f"{self.key}_input_affine"], self.spacing, self.limits)
+        return data

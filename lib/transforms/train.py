@@ -1,8 +1,9 @@
-"""Training and validation transforms shared by the search, the trainer and the weights script.
+"""Training and validation transforms shared by the search, the trainer and the offline fitter.
 
-They follow the model-zoo bundle's ``train.yaml``: RAS, model spacing, HU window to 0..1, class-balanced
-crops drawn from per-class masks dilated by 48 mm (so windows around the small tumour are drawn as often as
-pancreas and background windows), light spatial and intensity augmentation.
+They follow the model-zoo bundles' ``train.yaml``: the task's preprocessing (:mod:`lib.preprocessing`, the
+same as inference), class-balanced crops drawn from per-class masks dilated by the task's ``crop_radius_mm``
+(pancreas: 48 mm, so windows around the small tumour are drawn as often as pancreas and background windows;
+spleen: 0, the spleen bundle's one positive to one negative crop), light spatial and intensity augmentation.
 """
 
 from __future__ import annotations
@@ -15,11 +16,8 @@ from monai.transforms import (
     CastToTyped,
     Compose,
     DeleteItemsd,
-    EnsureChannelFirstd,
     EnsureTyped,
-    LoadImaged,
     MapTransform,
-    Orientationd,
     RandCropByLabelClassesd,
     RandFlipd,
     RandGaussianNoised,
@@ -28,22 +26,18 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandZoomd,
-    ScaleIntensityRanged,
     SpatialPadd,
 )
 from scipy import ndimage
 
-from lib.configs.profiles import HU_WINDOW
-from lib.transforms.spacing import SafeSpacingd
-
-NUM_CLASSES = 3
-RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+from lib.preprocessing import ct_preprocessing
+from lib.task import SegmentationTask
 
 
 class DilatedClassMasksd(MapTransform):
     """``label4crop``: one channel per class, each class mask dilated by ``radius_mm`` (bundle: 48 voxels at 1 mm)."""
 
-    def __init__(self, label_key: str = "label", output_key: str = "label4crop", num_classes: int = NUM_CLASSES,
+    def __init__(self, label_key: str = "label", output_key: str = "label4crop", num_classes: int = 3,
                  radius_mm: float = 48.0):
         super().__init__(label_key)
         self.label_key, self.output_key, self.num_classes, self.radius_mm = label_key, output_key, num_classes, radius_mm
@@ -59,8 +53,8 @@ class DilatedClassMasksd(MapTransform):
             if not mask.any():
                 channels.append(np.zeros_like(mask, dtype=np.uint8))
                 continue
-            if k == 0:
-                channels.append(mask.astype(np.uint8))  # background is everywhere anyway
+            if k == 0 or self.radius_mm <= 0:
+                channels.append(mask.astype(np.uint8))  # background is everywhere anyway; radius 0: the class itself
                 continue
             dist = ndimage.distance_transform_edt(~mask, sampling=spacing)
             channels.append((dist <= self.radius_mm).astype(np.uint8))
@@ -68,32 +62,25 @@ class DilatedClassMasksd(MapTransform):
         return d
 
 
-def preprocessing(spacing: Sequence[float], roi_size: Sequence[int], load: bool = True, with_crop_masks: bool = True,
-                  hu_window=HU_WINDOW) -> list:
-    """Deterministic part (cacheable): load, RAS, spacing, intensity window, crop masks, pad to the crop size."""
+def preprocessing(task: SegmentationTask, spacing: Sequence[float], roi_size: Sequence[int], load: bool = True,
+                  with_crop_masks: bool = True) -> list:
+    """Deterministic part (cacheable): the task's preprocessing of image and label, crop masks, pad to the crop."""
     keys = ["image", "label"]
-    ts: list = [LoadImaged(keys=keys, image_only=True)] if load else []
-    ts += [
-        EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
-        Orientationd(keys=keys, axcodes="RAS", labels=RAS_LABELS),
-        SafeSpacingd(keys=keys, pixdim=tuple(spacing), mode=("bilinear", "nearest")),
-        ScaleIntensityRanged(keys="image", a_min=hu_window[0], a_max=hu_window[1], b_min=0.0, b_max=1.0, clip=True),
-        CastToTyped(keys=keys, dtype=(np.float32, np.uint8)),
-    ]
+    ts = ct_preprocessing(task, spacing, keys, loader="plain" if load else None)
+    ts.append(CastToTyped(keys=keys, dtype=(np.float32, np.uint8)))
     if with_crop_masks:
         ts += [
-            DilatedClassMasksd("label", "label4crop"),
+            DilatedClassMasksd("label", "label4crop", num_classes=task.num_classes, radius_mm=task.crop_radius_mm),
             SpatialPadd(keys=["image", "label", "label4crop"], spatial_size=tuple(roi_size), mode=("reflect", "constant", "constant")),
         ]
     return ts
 
 
-def augmentation(roi_size: Sequence[int], num_samples: int = 1, ratios: Sequence[float] = (1, 1, 1),
-                 flip_prob: float = 0.5) -> list:
+def augmentation(task: SegmentationTask, roi_size: Sequence[int], num_samples: int = 1, flip_prob: float = 0.5) -> list:
     """Random part: class-balanced crops and the bundle's augmentations (``flip_prob`` 0 keeps left/right cues)."""
     keys = ["image", "label"]
     return [
-        RandCropByLabelClassesd(keys=keys, label_key="label4crop", num_classes=NUM_CLASSES, ratios=list(ratios),
+        RandCropByLabelClassesd(keys=keys, label_key="label4crop", num_classes=task.num_classes, ratios=list(task.ratios),
                                 spatial_size=tuple(roi_size), num_samples=num_samples, warn=False),
         DeleteItemsd(keys="label4crop"),
         RandRotated(keys=keys, range_x=0.3, range_y=0.3, range_z=0.3, mode=("bilinear", "nearest"), prob=0.2),
@@ -110,9 +97,5 @@ def augmentation(roi_size: Sequence[int], num_samples: int = 1, ratios: Sequence
     ]
 
 
-def train_transforms(spacing, roi_size, num_samples=1, load=True) -> Compose:
-    return Compose(preprocessing(spacing, roi_size, load=load) + augmentation(roi_size, num_samples))
-
-
-def val_transforms(spacing, load=True) -> Compose:
-    return Compose(preprocessing(spacing, (1, 1, 1), load=load, with_crop_masks=False))
+def val_transforms(task: SegmentationTask, spacing, load=True) -> Compose:
+    return Compose(preprocessing(task, spacing, (1, 1, 1), load=load, with_crop_masks=False))

@@ -14,6 +14,8 @@ import nibabel as nib
 import nrrd
 import numpy as np
 
+from lib import atomic
+
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -62,16 +64,13 @@ def write_label(label: np.ndarray, affine: np.ndarray, ext: str, label_names: di
     ext = normalise_extension(ext)
     fd, final = tempfile.mkstemp(suffix=ext, dir=directory)
     os.close(fd)
-    partial = final + ".part" + ext
     try:
         if ext.endswith(".nrrd"):
-            write_nrrd(label, affine, partial, label_names)
+            atomic.write_with(final, lambda tmp: write_nrrd(label, affine, tmp, label_names), suffix=ext)
         else:
-            write_nifti(label, affine, partial)
-        os.replace(partial, final)
+            atomic.write_with(final, lambda tmp: write_nifti(label, affine, tmp), suffix=ext)
     except BaseException:
-        for p in (partial, final):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(final)
         raise
     return final

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 
+from lib import atomic
 from lib.networks.arch_code import ArchCode
 
 OP_NAMES = ("skip", "conv 3x3x3", "P3D 3x3x1", "P3D 3x1x3", "P3D 1x3x3")  # monai Cell.OPS3D order
@@ -70,9 +71,7 @@ def draw_architecture(arch: ArchCode, arch_path: str | os.PathLike, title: str |
     out = []
     for ext in (".svg", ".png"):
         target = base.with_suffix(ext)
-        tmp = target.with_name(f".{target.name}.tmp{ext}")
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, target)
+        atomic.write_with(target, lambda tmp: fig.savefig(tmp, dpi=110), suffix=ext)
         out.append(str(target))
     plt.close(fig)
     return out

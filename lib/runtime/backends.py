@@ -8,7 +8,7 @@
                Compiled once per (weights, device) and kept for later requests; inductor's own on-disk cache
                (``TORCHINDUCTOR_CACHE_DIR``) makes a restarted server compile faster.
 ``aot``        CPU only: the same inductor kernels compiled ahead of time into a package file (AOTInductor, ``.pt2``,
-               :mod:`lib.inference.aot_package`), cached in the engine cache like TorchScript/TensorRT and loaded
+               :mod:`lib.runtime.aot_package`), cached in the engine cache like TorchScript/TensorRT and loaded
                in well under a second by later processes. Built in the request that first needs it (minutes).
 ``torchscript`` ``torch.jit.trace`` of the network (DiNTS does not script, MONAI issue #6079), saved in the
                engine cache and reloaded by later processes.
@@ -28,22 +28,21 @@ a request never fails because of its backend.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import importlib.util
-import json
 import logging
 import os
-import platform
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
 
-from lib.inference.static_dints import static_network
+from lib import atomic
+from lib.runtime.aot_package import aot_package_path
+from lib.runtime.engine_cache import cached_engine_path, prune_engines
+from lib.runtime.static_dints import static_network
 
 logger = logging.getLogger(__name__)
 
@@ -91,96 +90,6 @@ def resolve_backend(name: str | None, device) -> str:
     if is_cuda(device) and torch.cuda.is_available():
         return "tensorrt" if tensorrt_installed() else "compile"
     return "torch"
-
-
-# ---- engine cache ---------------------------------------------------------------------------------------
-def library_versions() -> dict[str, str]:
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import monai
-
-        versions["monai"] = monai.__version__
-    except Exception:  # pragma: no cover
-        pass
-    if torch.version.cuda:
-        versions["cuda"] = str(torch.version.cuda)
-    for mod in ("torch_tensorrt", "tensorrt"):
-        if importlib.util.find_spec(mod) is not None:
-            try:
-                versions[mod] = __import__(mod).__version__
-            except Exception as exc:  # a broken install is its own version
-                versions[mod] = f"unimportable:{type(exc).__name__}"
-    return versions
-
-
-def device_name(device) -> str:
-    if is_cuda(device) and torch.cuda.is_available():
-        index = torch.device(device).index or 0
-        return torch.cuda.get_device_name(index)
-    return "cpu"
-
-
-def engine_key(
-    weights_checksum: str,
-    backend: str,
-    precision: str,
-    batch_range: Sequence[int],
-    roi_size: Sequence[int],
-    device: str = "cpu",
-    versions: dict | None = None,
-) -> str:
-    """Identity of a compiled engine: any change of weights, precision, batch range, window, device or libraries
-    gives a different key (and so a rebuild)."""
-    payload = {
-        "weights": weights_checksum,
-        "backend": backend,
-        "precision": precision,
-        "batch_range": [int(b) for b in batch_range],
-        "roi_size": [int(r) for r in roi_size],
-        "device": device,
-        "versions": versions if versions is not None else library_versions(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def engine_path(engine_dir: str, weights_path: str, backend: str, precision: str, key: str, ext: str = ".ts") -> str:
-    stem = os.path.basename(weights_path).split(".")[0]
-    return os.path.join(engine_dir, f"{stem}.{backend}.{precision}.{key}{ext}")
-
-
-def prune_engines(engine_dir: str, weights_path: str, backend: str, precision: str, keep: str, ext: str = ".ts") -> None:
-    """Remove this weights file's stale engines of the same backend/precision (old weights, old libraries)."""
-    stem = os.path.basename(weights_path).split(".")[0]
-    for old in glob.glob(os.path.join(engine_dir, f"{stem}.{backend}.{precision}.*{ext}")):
-        if os.path.abspath(old) != os.path.abspath(keep):
-            try:
-                os.remove(old)
-                logger.info(f"Removed stale engine {os.path.basename(old)}")
-            except OSError:
-                pass
-
-
-def default_engine_dir(weights_path: str) -> str:
-    """Engines live next to the weights they were built from: ``<weights folder>/engines``."""
-    return os.path.join(os.path.dirname(os.path.abspath(weights_path)), "engines")
-
-
-def cached_engine_path(weights_path: str, checksum: str, backend: str, precision: str, opts: "BackendOptions", device) -> str:
-    """Where the engine for these weights/settings lives (TorchScript is device independent: traced on the
-    device it runs on but keyed as 'any' so an export from the command line is found by the server)."""
-    engine_dir = opts.engine_dir or default_engine_dir(weights_path)
-    if backend == "tensorrt":
-        key = engine_key(checksum, backend, precision, opts.batch_range, opts.roi_size, device_name(device))
-    else:
-        key = engine_key(checksum, backend, precision, (1, opts.batch_range[1]), opts.roi_size, "any")
-    return engine_path(engine_dir, weights_path, backend, precision, key)
-
-
-def _atomic_jit_save(module, path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.jit.save(module, tmp)
-    os.replace(tmp, path)
 
 
 # ---- model wrappers -------------------------------------------------------------------------------------
@@ -274,19 +183,9 @@ def _check_inductor(device) -> None:
         check_cpu_compiler()
 
 
-def aot_package_path(weights_path: str, checksum: str, opts: "BackendOptions") -> str:
-    """Where the AOTInductor CPU package of these weights / window / batch / libraries lives."""
-    from lib.inference.aot_package import INDUCTOR_CONFIGS
-
-    engine_dir = opts.engine_dir or default_engine_dir(weights_path)
-    versions = {**library_versions(), "inductor_configs": json.dumps(INDUCTOR_CONFIGS, sort_keys=True)}
-    key = engine_key(checksum, "aot", "fp32", (opts.sw_batch_size, opts.sw_batch_size), opts.roi_size, "cpu", versions)
-    return engine_path(engine_dir, weights_path, "aot", "fp32", key, ext=".pt2")
-
-
 def _build_aot(net, device, opts: BackendOptions, weights_path: str | None, checksum: str | None):
-    """The AOTInductor package (:mod:`lib.inference.aot_package`): loaded from the engine cache, else built here."""
-    from lib.inference.aot_package import build_package, load_package
+    """The AOTInductor package (:mod:`lib.runtime.aot_package`): loaded from the engine cache, else built here."""
+    from lib.runtime.aot_package import build_package, load_package
 
     if is_cuda(device):
         raise BackendUnavailable("'aot' is the CPU package; on CUDA use 'compile' or 'tensorrt'")
@@ -342,7 +241,7 @@ def _build_torchscript(net, device, opts: BackendOptions, weights_path: str | No
     traced = trace_model(net, device, opts.roi_size)
     if path:
         try:
-            _atomic_jit_save(traced, path)
+            atomic.write_with(path, lambda tmp: torch.jit.save(traced, tmp))
             prune_engines(os.path.dirname(path), weights_path, "torchscript", "fp32", path)
         except OSError as exc:
             logger.warning(f"Could not cache TorchScript in {path}: {exc}")
@@ -392,7 +291,7 @@ def _build_tensorrt_cached(net, device, opts: BackendOptions, weights_path: str 
     model = build_tensorrt(net, device, precision, opts.roi_size, opts.batch_range, opts.sw_batch_size)
     if path:
         try:
-            _atomic_jit_save(model, path)
+            atomic.write_with(path, lambda tmp: torch.jit.save(model, tmp))
             prune_engines(os.path.dirname(path), weights_path, "tensorrt", precision, path)
         except Exception as exc:
             logger.warning(f"Could not cache the TensorRT engine in {path}: {exc}")

@@ -1,8 +1,9 @@
-"""Train a DiNTS network on in-memory phantoms within a wall-clock budget.
+"""The offline fitter: train a network on in-memory phantoms within a step or wall-clock budget.
 
-Used by ``scripts/train_cpu_weights.py`` (the shipped cpu weights) and by the active-learning benchmark
-(a fixed retraining budget per round). Volumes are preprocessed once (RAS, model spacing, HU window,
-dilated class masks) and only the random crops and augmentations run per step.
+Not a MONAI Label train task (those read the datastore, see :mod:`lib.trainers.tasks`): used by
+``scripts/train_cpu_weights.py`` (the shipped cpu weights), the active-learning benchmark (a fixed retraining
+budget per round) and ``benchmarks/models.py`` (one budget for every network). Volumes are preprocessed once
+(the task's preprocessing and dilated class masks) and only the random crops and augmentations run per step.
 """
 
 from __future__ import annotations
@@ -20,29 +21,38 @@ from monai.losses import DiceCELoss
 from monai.transforms import Compose
 
 from lib.metrics import dice_per_class
+from lib.task import SegmentationTask
 from lib.transforms.train import augmentation, preprocessing
 
 
-def phantom_item(seed: int, preset: str = "train", **overrides) -> dict:
-    """One generated phantom as the ``{"image", "label"}`` MetaTensors the transforms expect."""
-    from lib.data.phantom import make_phantom
+def fit_score(dice: dict[str, float], task: SegmentationTask) -> float:
+    """What the fitter keeps the best of: the first label's Dice plus half the mean of the others' (NaN as 0)."""
+    names = list(task.labels)
+    rest = [0.0 if dice[n] != dice[n] else dice[n] for n in names[1:]]
+    return dice[names[0]] + (0.5 * float(np.mean(rest)) if rest else 0.0)
+
+
+def phantom_item(seed: int, preset: str = "train", task: str = "pancreas", **overrides) -> dict:
+    """One generated phantom as the ``{"image", "label"}`` MetaTensors the transforms expect (the task's label)."""
+    from lib.data.phantom import make_phantom, task_label
 
     ph = make_phantom(seed, preset=preset, **overrides)
+    label = task_label(ph, task)
     affine = torch.as_tensor(ph.affine, dtype=torch.float64)
     # "no_channel" tells EnsureChannelFirstd to add the channel axis, as it would for a file read from disk;
     # without it some spatial transforms later meet a 3D array and fail on a minority of crops
     meta = {"original_channel_dim": "no_channel"}
     return {
         "image": MetaTensor(torch.from_numpy(ph.image.astype(np.float32)), affine=affine, meta=dict(meta)),
-        "label": MetaTensor(torch.from_numpy(ph.label.astype(np.uint8)), affine=affine, meta=dict(meta)),
+        "label": MetaTensor(torch.from_numpy(label.astype(np.uint8)), affine=affine, meta=dict(meta)),
         "seed": seed,
     }
 
 
-def prepare(items: Iterable[dict], spacing: Sequence[float], roi: Sequence[int], crop_masks: bool = True,
-            progress: bool = True) -> list[dict]:
+def prepare(task: SegmentationTask, items: Iterable[dict], spacing: Sequence[float], roi: Sequence[int],
+            crop_masks: bool = True, progress: bool = True) -> list[dict]:
     """Run the deterministic preprocessing once per volume."""
-    pre = Compose(preprocessing(spacing, roi, load=False, with_crop_masks=crop_masks))
+    pre = Compose(preprocessing(task, spacing, roi, load=False, with_crop_masks=crop_masks))
     out = []
     for i, item in enumerate(items):
         out.append(pre(item))
@@ -53,7 +63,8 @@ def prepare(items: Iterable[dict], spacing: Sequence[float], roi: Sequence[int],
     return out
 
 
-def validate(net: torch.nn.Module, cases: Sequence[dict], roi=(96, 96, 96), overlap: float = 0.25) -> dict[str, float]:
+def validate(net: torch.nn.Module, cases: Sequence[dict], roi=(96, 96, 96), overlap: float = 0.25,
+             class_names: dict[int, str] | None = None) -> dict[str, float]:
     """Mean Dice per class on the model grid (NaN-free mean: a class absent from both sides is skipped)."""
     was_training = net.training
     net.eval()
@@ -64,7 +75,7 @@ def validate(net: torch.nn.Module, cases: Sequence[dict], roi=(96, 96, 96), over
             logits = sliding_window_inference(image[None], roi, 4, net, overlap=overlap, mode="gaussian")
             pred = logits[0].argmax(0).numpy()
             label = c["label"].as_tensor() if isinstance(c["label"], MetaTensor) else c["label"]
-            scores.append(dice_per_class(pred, np.asarray(label[0])))
+            scores.append(dice_per_class(pred, np.asarray(label[0]), class_names))
     net.train(was_training)
     out = {}
     for k in scores[0]:
@@ -84,6 +95,7 @@ class FitResult:
 
 def fit(
     net: torch.nn.Module,
+    task: SegmentationTask,
     train_cases: Sequence[dict],
     val_cases: Sequence[dict] = (),
     *,
@@ -103,11 +115,11 @@ def fit(
     The budget is whichever ends first of ``minutes`` and ``max_steps``; give a step count (and generous
     minutes) for a run whose schedule, and so whose result, does not depend on the machine's speed.
 
-    ``on_best(net, dice, step)`` is called whenever the validation score (pancreas Dice + half the tumour
-    Dice) improves; without validation cases it is called once at the end.
+    ``on_best(net, dice, step)`` is called whenever the validation score (the first label's Dice + half the
+    mean of the others', e.g. pancreas + tumour / 2) improves; without validation cases it is called once at the end.
     """
     roi = (crop,) * 3
-    ds = Dataset(list(train_cases), transform=Compose(augmentation(roi, num_samples=batch, flip_prob=flip_prob)))
+    ds = Dataset(list(train_cases), transform=Compose(augmentation(task, roi, num_samples=batch, flip_prob=flip_prob)))
     loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=1, persistent_workers=True)
     loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, squared_pred=True, batch=True,
                          smooth_nr=1e-5, smooth_dr=1e-5)
@@ -132,10 +144,10 @@ def fit(
                 log(f"step {step} loss {loss.item():.4f} lr {cur_lr:.2e} elapsed {elapsed / 60:.1f} min")
             finished = elapsed >= budget or step >= max_steps
             if val_cases and (step % val_every == 0 or finished):
-                dice = validate(net, val_cases, val_roi)
+                dice = validate(net, val_cases, val_roi, class_names=task.class_names)
                 history.append({"step": step, "minutes": round(elapsed / 60, 2), **dice})
                 log(f"validation at step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()))
-                score = dice["pancreas"] + 0.5 * (0.0 if dice["tumor"] != dice["tumor"] else dice["tumor"])
+                score = fit_score(dice, task)
                 if score > best:
                     best, best_dice = score, dice
                     if on_best:

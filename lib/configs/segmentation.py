@@ -1,7 +1,8 @@
-"""``TaskConfig`` for the ``dints_pancreas`` model: reads the ``--conf`` options and builds its tasks.
+"""``TaskConfig`` of the served segmentation model: reads the ``--conf`` options and builds its tasks.
 
-Every option is documented in README.md ("Configuration"). Paths are relative to the app's ``model/``
-folder unless absolute.
+``--conf task`` (:mod:`lib.task`) and ``--conf network`` (``dints`` or ``unet``) name the model
+``<network>_<task>`` (``dints_pancreas`` by default). Every option is documented in README.md
+("Configuration"). Paths are relative to the app's ``model/`` folder unless absolute.
 """
 
 from __future__ import annotations
@@ -14,31 +15,27 @@ from typing import Any
 from monailabel.interfaces.config import TaskConfig
 from monailabel.utils.others.generic import strtobool
 
-from lib.configs.profiles import Profile, get_profile
-from lib.infers.dints_pancreas import DiNTSPancreasInfer
-from lib.networks.factory import resolve
+from lib.infers.segmentation import SegmentationInfer
+from lib.networks.factory import NetworkSpec, resolve
+from lib.params import float_tuple, int_tuple
+from lib.profiles import Profile, get_profile, normalise_network
+from lib.runtime.served_model import ServedModel
+from lib.task import SegmentationTask, get_task
 from lib.transforms.load import DEFAULT_MAX_VOXELS, InputLimits
 
 logger = logging.getLogger(__name__)
 
 
-def _int_tuple(value: str | None, n: int = 3) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    parts = [int(v) for v in str(value).replace("x", ",").split(",") if v.strip()]
-    return tuple(parts * n if len(parts) == 1 else parts)
+def model_name(conf: dict[str, str]) -> str:
+    """``<network>_<task>`` of the ``--conf`` options (checked), e.g. ``dints_pancreas``, ``unet_spleen``."""
+    return f"{normalise_network(conf.get('network'))}_{get_task(conf.get('task')).name}"
 
 
-def _float_tuple(value: str | None, n: int = 3) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    parts = [float(v) for v in str(value).split(",") if v.strip()]
-    return tuple(parts * n if len(parts) == 1 else parts)
+class SegmentationConfig(TaskConfig):
+    """Task, network, profile, files and limits of the served segmentation model."""
 
-
-class DiNTSPancreasConfig(TaskConfig):
-    """Profile, files and limits of the DiNTS pancreas model."""
-
+    task: SegmentationTask
+    network: str
     profile: Profile
     arch_file: str
     weights: list[str]
@@ -46,17 +43,19 @@ class DiNTSPancreasConfig(TaskConfig):
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
+        self.task = get_task(conf.get("task"))
+        self.network = normalise_network(conf.get("network"))
         base = get_profile(conf.get("profile"))
         self.profile = base.with_overrides(
-            roi_size=_int_tuple(conf.get("roi_size")),
-            spacing=_float_tuple(conf.get("spacing")),
+            roi_size=int_tuple(conf.get("roi_size")),
+            spacing=float_tuple(conf.get("spacing")) or self.task.spacing_for(base.name),
             sw_batch_size=int(conf["sw_batch_size"]) if "sw_batch_size" in conf else None,
             sw_overlap=float(conf["sw_overlap"]) if "sw_overlap" in conf else None,
             channel_mul=float(conf["channel_mul"]) if "channel_mul" in conf else None,
         )
         self.arch_file = str(resolve(conf.get("arch_file", self.default_arch_file(model_dir)), model_dir))
-        pretrained = str(resolve(conf.get("model_file", self.profile.pretrained_file), model_dir))
-        trained = str(resolve(self.profile.trained_file, model_dir))
+        pretrained = str(resolve(conf.get("model_file", self.profile.pretrained_file(self.network, self.task.name)), model_dir))
+        trained = str(resolve(self.profile.trained_file(self.network, self.task.name), model_dir))
         # MONAI Label convention: the last existing path wins, so a model published by training
         # replaces the shipped one; --conf use_pretrained_only true pins the shipped weights.
         self.weights = [pretrained] if strtobool(conf.get("use_pretrained_only", "false")) else [pretrained, trained]
@@ -68,8 +67,8 @@ class DiNTSPancreasConfig(TaskConfig):
             max_windows=int(float(conf.get("max_windows", InputLimits.max_windows))),
         )
         # fast inference (issue 4): backend, TensorRT engine cache, coarse-to-fine CPU path, threads
-        from lib.inference.backends import BackendOptions, normalise_backend, normalise_precision
-        from lib.inference.fast_path import FastPathOptions
+        from lib.runtime.backends import BackendOptions, normalise_backend, normalise_precision
+        from lib.runtime.fast_path import FastPathOptions
         from lib.transforms.components import DEFAULT_MIN_FRACTION, parse_min_fraction
 
         self.backend = normalise_backend(conf.get("backend", "auto"))
@@ -88,9 +87,14 @@ class DiNTSPancreasConfig(TaskConfig):
         )
         self.num_threads = int(conf.get("num_threads", 0))
         self.background_compile = strtobool(conf.get("background_compile", "true"))
+        self.spec = NetworkSpec(self.network, self.task.num_classes, self.profile.channel_mul,
+                                self.arch_file if self.network == "dints" else None)
+        # one served model (weights version, checksum, network per device, compiled package) for infer and scoring
+        self.served = ServedModel(self.weights, self.spec, self.backend_options, self.background_compile)
         logger.info(
-            f"{name}: profile {self.profile.name} (spacing {self.profile.spacing}, roi {self.profile.roi_size}, "
-            f"overlap {self.profile.sw_overlap}); arch {self.arch_file}; weights {self.weights}"
+            f"{name}: task {self.task.name} {dict(self.task.labels)}, network {self.network}, profile {self.profile.name} "
+            f"(spacing {self.profile.spacing}, roi {self.profile.roi_size}, overlap {self.profile.sw_overlap}); "
+            f"arch {self.arch_file if self.network == 'dints' else '-'}; weights {self.weights}"
         )
 
     def default_arch_file(self, model_dir: str) -> str:
@@ -105,30 +109,31 @@ class DiNTSPancreasConfig(TaskConfig):
         return self.profile.arch_file
 
     def infer(self):
-        task = DiNTSPancreasInfer(
-            weights=self.weights,
-            arch_file=self.arch_file,
+        task = SegmentationInfer(
+            served=self.served,
+            task=self.task,
             profile=self.profile,
             limits=self.limits,
             backend=self.backend,
-            backend_options=self.backend_options,
             fast_path=self.fast_path,
             num_threads=self.num_threads,
             min_component_fraction=self.min_component_fraction,
-            background_compile=self.background_compile,
         )
         return {self.name: task}
 
     def searched_arch_file(self) -> str:
-        """Where ``dints_search`` writes its architecture (``dints_pancreas`` trains it when present)."""
-        return os.path.join(self.model_dir, f"dints_pancreas_{self.profile.name}_arch_searched.pth")
+        """Where ``dints_search`` writes its architecture (the DiNTS train task trains it when present)."""
+        return os.path.join(self.model_dir, f"dints_{self.task.name}_{self.profile.name}_arch_searched.pth")
 
     def trainer(self):
-        """``dints_pancreas`` train task: trains the current architecture and publishes ``trained_file``."""
-        from lib.trainers.tasks import DiNTSTrainTask
+        """The model's train task (``POST /train/<model>``): trains it and publishes ``trained_file``."""
+        from lib.trainers.tasks import SegmentationTrainTask
 
-        return DiNTSTrainTask(
+        return SegmentationTrainTask(
+            name=self.name,
             model_dir=self.model_dir,
+            task=self.task,
+            network=self.network,
             profile=self.profile,
             arch_file=self.arch_file,
             weights=self.weights,
@@ -137,10 +142,13 @@ class DiNTSPancreasConfig(TaskConfig):
         )
 
     def search_trainer(self):
-        """``dints_search`` train task: DiNTS architecture search on the final labels."""
+        """``dints_search`` train task: DiNTS architecture search on the final labels (DiNTS only)."""
         from lib.trainers.tasks import DiNTSSearchTask
 
-        return DiNTSSearchTask(model_dir=self.model_dir, profile=self.profile)
+        if self.network != "dints":
+            return None
+        return DiNTSSearchTask(model_dir=self.model_dir, task=self.task, profile=self.profile,
+                               default_output=self.searched_arch_file())
 
     # ---- active learning (issue 5): scoring method and strategies ------------------------------------
     def scoring_options(self):
@@ -155,17 +163,18 @@ class DiNTSPancreasConfig(TaskConfig):
             flips=strtobool(c.get("scoring_flips", "false")),
         )
 
+    def scoring_spacing(self) -> tuple[float, ...]:
+        return float_tuple(self.conf.get("scoring_spacing")) or tuple(self.profile.spacing)
+
     def scoring_method(self):
         """``dints_uncertainty``: TTA uncertainty per unlabelled image, stored with the model checksum."""
         from lib.scoring.dints_uncertainty import DiNTSUncertaintyScoring
 
-        spacing = _float_tuple(self.conf.get("scoring_spacing")) or tuple(self.profile.spacing)
         return {
             "dints_uncertainty": DiNTSUncertaintyScoring(
-                weights=self.weights,
-                arch_file=self.arch_file,
-                channel_mul=self.profile.channel_mul,
-                spacing=spacing,
+                served=self.served,
+                task=self.task,
+                spacing=self.scoring_spacing(),
                 limits=self.limits,
                 options=self.scoring_options(),
                 threads=int(self.conf.get("scoring_threads", 1)),
@@ -176,14 +185,13 @@ class DiNTSPancreasConfig(TaskConfig):
     def strategy(self, on_not_ready=None):
         """``uncertainty``, ``random`` and ``first``, sharing one reservation window (``al_reserve_seconds``)."""
         from lib.activelearning.strategies import FirstStrategy, RandomStrategy, Reservations, UncertaintyStrategy
-        from lib.scoring.dints_uncertainty import ChecksumCache, options_hash
+        from lib.scoring.dints_uncertainty import options_hash
 
         reservations = Reservations(float(self.conf.get("al_reserve_seconds", 3600)))
-        spacing = _float_tuple(self.conf.get("scoring_spacing")) or tuple(self.profile.spacing)
         return {
             "uncertainty": UncertaintyStrategy(
-                ChecksumCache(self.weights), reservations, on_not_ready=on_not_ready,
-                opts_hash=options_hash(self.scoring_options(), spacing)),
+                self.served.checksum, reservations, on_not_ready=on_not_ready,
+                opts_hash=options_hash(self.scoring_options(), self.scoring_spacing())),
             "random": RandomStrategy(reservations),
             "first": FirstStrategy(reservations),
         }

@@ -10,20 +10,18 @@ import os
 
 import torch
 
-from lib.inference.backends import (
+from lib.runtime.backends import (
     BackendOptions,
     BackendUnavailable,
-    _atomic_jit_save,
-    aot_package_path,
     build_tensorrt,
     check_cpu_compiler,
-    cached_engine_path,
     normalise_precision,
-    prune_engines,
     trace_model,
 )
-from lib.networks.arch_code import load_arch_code
-from lib.networks.factory import file_checksum, load_network
+from lib import atomic
+from lib.networks.factory import NetworkSpec, file_checksum
+from lib.runtime.aot_package import aot_package_path
+from lib.runtime.engine_cache import cached_engine_path, prune_engines
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +29,7 @@ logger = logging.getLogger(__name__)
 def export_model(
     weights: str,
     fmt: str = "torchscript",
-    arch_file: str | None = None,
-    channel_mul: float = 0.25,
+    spec: NetworkSpec | None = None,
     precision: str = "fp16",
     roi_size=(96, 96, 96),
     batch_range=(1, 8),
@@ -47,8 +44,7 @@ def export_model(
     if fmt not in ("torchscript", "tensorrt", "aot"):
         raise ValueError("format must be torchscript, tensorrt or aot")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    arch = load_arch_code(arch_file) if arch_file and os.path.exists(arch_file) else None
-    net, _ = load_network(weights, arch, channel_mul)
+    net, _ = (spec or NetworkSpec("dints", 3)).load(weights)
     net = net.to(device).eval()
     opts = BackendOptions(roi_size=tuple(roi_size), sw_batch_size=opt_batch, batch_range=tuple(batch_range),
                           trt_precision=precision)
@@ -62,7 +58,7 @@ def export_model(
         if not str(device).startswith("cuda"):
             raise BackendUnavailable("TensorRT export needs a CUDA device")
         model = build_tensorrt(net, device, precision, roi_size, batch_range, opt_batch)
-    _atomic_jit_save(model, path)
+    atomic.write_with(path, lambda tmp: torch.jit.save(model, tmp))
     if output is None:
         prune_engines(os.path.dirname(path), weights, fmt, precision, path)
     if verify:
@@ -80,7 +76,7 @@ def export_model(
 
 def _export_aot(net, weights: str, opts: BackendOptions, output: str | None, verify: bool) -> str:
     """The CPU package (batch ``opts.sw_batch_size``) where the server's ``auto``/``aot`` backends look for it."""
-    from lib.inference.aot_package import build_package, load_package
+    from lib.runtime.aot_package import build_package, load_package
 
     check_cpu_compiler()
     net = net.cpu()

@@ -10,7 +10,7 @@ request after the file appears loads it. The file sits in the engine cache next 
 the other engines (weights checksum, window, batch, library versions), so a model published by training
 gets its own package and the old one is pruned.
 
-    python -m lib.inference.aot_package --weights model/pretrained_dints_pancreas_cpu.pt --out <file>.pt2
+    python -m lib.runtime.aot_package --weights model/pretrained_dints_pancreas_cpu.pt --out <file>.pt2
 
 is the builder the background process runs (also usable by hand).
 """
@@ -18,6 +18,7 @@ is the builder the background process runs (also usable by hand).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -28,7 +29,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from lib.inference.static_dints import static_network
+from lib import atomic
+from lib.runtime.engine_cache import default_engine_dir, engine_key, engine_path, library_versions, prune_engines
+from lib.runtime.static_dints import static_network
 
 logger = logging.getLogger(__name__)
 
@@ -39,25 +42,28 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 INDUCTOR_CONFIGS = {"freezing": True}
 
 
+def aot_package_path(weights_path: str, checksum: str, opts) -> str:
+    """Where the AOTInductor CPU package of these weights / window / batch / libraries lives."""
+    engine_dir = opts.engine_dir or default_engine_dir(weights_path)
+    versions = {**library_versions(), "inductor_configs": json.dumps(INDUCTOR_CONFIGS, sort_keys=True)}
+    key = engine_key(checksum, "aot", "fp32", (opts.sw_batch_size, opts.sw_batch_size), opts.roi_size, "cpu", versions)
+    return engine_path(engine_dir, weights_path, "aot", "fp32", key, ext=".pt2")
+
+
 def build_package(net: torch.nn.Module, path: str, roi_size: Sequence[int], batch: int,
                   weights_path: str | None = None) -> str:
     """Export + AOT-compile ``net`` for (``batch``, 1, *``roi_size``) CPU inputs into ``path`` (atomically).
     ``weights_path``: the file ``path`` is the cached package of; that file's other (stale) packages beside it go."""
     model = static_network(net).cpu().eval()
     example = torch.zeros((int(batch), 1, *(int(r) for r in roi_size)))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.pt2"  # the packager insists on the .pt2 suffix
-    try:
+
+    def compile_to(tmp: str) -> None:
         with torch.no_grad():
             exported = torch.export.export(model, (example,))
             torch._inductor.aoti_compile_and_package(exported, package_path=tmp, inductor_configs=dict(INDUCTOR_CONFIGS))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    if weights_path:
-        from lib.inference.backends import prune_engines
 
+    atomic.write_with(path, compile_to, suffix=".pt2")  # the packager insists on the .pt2 suffix
+    if weights_path:
         prune_engines(os.path.dirname(os.path.abspath(path)), weights_path, "aot", "fp32", path, ext=".pt2")
     return path
 
@@ -75,8 +81,7 @@ class BackgroundBuilds:
         self._running: dict[str, subprocess.Popen] = {}
         self.failed: dict[str, str] = {}
 
-    def start(self, path: str, weights: str, arch_file: str | None, channel_mul: float, roi_size, batch: int,
-              nice: int = 10) -> bool:
+    def start(self, path: str, weights: str, spec, roi_size, batch: int, nice: int = 10) -> bool:
         """Start building ``path`` unless it exists, is being built or failed before; True if a build runs now."""
         with self._lock:
             if os.path.exists(path) or path in self.failed:
@@ -84,11 +89,8 @@ class BackgroundBuilds:
             proc = self._running.get(path)
             if proc is not None and proc.poll() is None:
                 return True
-            cmd = [sys.executable, "-m", "lib.inference.aot_package", "--weights", weights, "--out", path,
-                   "--channel_mul", str(channel_mul), "--roi_size", *(str(int(r)) for r in roi_size),
-                   "--batch", str(int(batch))]
-            if arch_file:
-                cmd += ["--arch_file", arch_file]
+            cmd = [sys.executable, "-m", "lib.runtime.aot_package", "--weights", weights, "--out", path,
+                   *spec.cli_args(), "--roi_size", *(str(int(r)) for r in roi_size), "--batch", str(int(batch))]
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
             try:  # e.g. a read-only engine_dir: say so once, the requests go on eagerly
@@ -160,23 +162,23 @@ def _last_line(path: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Build the AOTInductor CPU package of a DiNTS checkpoint.")
+    p = argparse.ArgumentParser(description="Build the AOTInductor CPU package of a checkpoint.")
     p.add_argument("--weights", required=True, help="checkpoint (.pt)")
     p.add_argument("--out", required=True, help="package file to write (.pt2)")
     p.add_argument("--arch_file", default=None, help="architecture code (needed for bare bundle state dicts)")
     p.add_argument("--channel_mul", type=float, default=0.25)
+    p.add_argument("--network", default="dints", help="dints or unet")
+    p.add_argument("--num_classes", type=int, default=3, help="output classes (background + labels)")
     p.add_argument("--roi_size", type=int, nargs=3, default=(96, 96, 96))
     p.add_argument("--batch", type=int, default=2, help="sliding-window batch the package is built for")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from lib.inference.backends import check_cpu_compiler
-    from lib.networks.arch_code import load_arch_code
-    from lib.networks.factory import load_network
+    from lib.networks.factory import NetworkSpec
+    from lib.runtime.backends import check_cpu_compiler
 
     try:
         check_cpu_compiler()
-        arch = load_arch_code(args.arch_file) if args.arch_file and os.path.exists(args.arch_file) else None
-        net, _ = load_network(args.weights, arch, args.channel_mul)
+        net, _ = NetworkSpec(args.network, args.num_classes, args.channel_mul, args.arch_file).load(args.weights)
         start = time.time()
         build_package(net, args.out, args.roi_size, args.batch, weights_path=args.weights)
     except Exception as exc:  # one line for the server's log; the traceback is not for annotators

@@ -6,6 +6,7 @@ Faithful to MONAI's tutorial / the model-zoo bundle's ``search.py``:
 * the training images split into a half for the network weights and a half for the architecture;
 * weights: SGD (lr 0.025, momentum 0.9, weight decay 4e-5), halved at 40 % and 80 % of the post-warm-up
   epochs; architecture: ``log_alpha_a`` and ``log_alpha_c`` each with Adam (lr 0.001, betas 0.5/0.999);
+* DiceCE with ``include_background`` false, as the bundle (``include_background`` request parameter);
 * warm-up epochs train weights only; then every weight step is followed by an architecture step whose
   loss is DiceCE + w * (entropy of the path probabilities + entropy of the cell-op probabilities
   + |ram_cost_factor - usage / full usage| + 0.001 * topology entropy), w rising linearly from 0;
@@ -30,20 +31,23 @@ import torch
 import torch.nn.functional as F
 
 from lib.networks.arch_code import ArchCode, save_arch_code
-from lib.trainers import common
+from lib.task import get_task
+from lib.trainers.data import train_loader, val_loader
+from lib.trainers.distributed import all_sum, average_gradients, broadcast_module, partition, run_rank
+from lib.trainers.validation import autocast, validate
 
 logger = logging.getLogger(__name__)
 
 ARCH_PARAM_NAMES = ("log_alpha_a", "log_alpha_c")
 
 
-def build_supernet(channel_mul: float, num_blocks: int, num_depths: int, device: torch.device):
+def build_supernet(channel_mul: float, num_blocks: int, num_depths: int, num_classes: int, device: torch.device):
     from monai.networks.nets import DiNTS, TopologySearch
 
     with contextlib.redirect_stdout(io.StringIO()):
         space = TopologySearch(channel_mul=channel_mul, num_blocks=num_blocks, num_depths=num_depths,
                                use_downsample=True, device=str(device))
-    net = DiNTS(dints_space=space, in_channels=1, num_classes=3, use_downsample=True)
+    net = DiNTS(dints_space=space, in_channels=1, num_classes=int(num_classes), use_downsample=True)
     return net.to(device), space
 
 
@@ -74,7 +78,7 @@ def lr_decay(epoch: int, epochs: int, warmup: int, milestones=(0.4, 0.8)) -> flo
 
 
 def search_worker(rank: int, world_size: int, cfg: dict) -> None:
-    common.run_rank("dints_search", _search, rank, world_size, cfg)
+    run_rank("dints_search", _search, rank, world_size, cfg)
 
 
 def _trainable(on, off) -> None:
@@ -92,21 +96,23 @@ def _search(rank, world_size, cfg, device, progress):
     amp = cfg["amp"] and device.type == "cuda"
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
-    net, space = build_supernet(cfg["channel_mul"], cfg["num_blocks"], cfg["num_depths"], device)
-    common.broadcast_module(net, world_size)
+    task = get_task(cfg["task"])
+    net, space = build_supernet(cfg["channel_mul"], cfg["num_blocks"], cfg["num_depths"], task.num_classes, device)
+    broadcast_module(net, world_size)
 
     crop = cfg["crop_size"]
-    items_w = common.partition(cfg["items_w"], rank, world_size)
-    items_a = common.partition(cfg["items_a"], rank, world_size)
-    items_v = common.partition(cfg["items_val"], rank, world_size, even=False)
+    items_w = partition(cfg["items_w"], rank, world_size)
+    items_a = partition(cfg["items_a"], rank, world_size)
+    items_v = partition(cfg["items_val"], rank, world_size, even=False)
     seed = cfg["seed"] + 1000 * rank
-    loader_w = common.train_loader(items_w, cfg["spacing"], crop, cfg["num_crops"], cfg["batch_size"],
-                                   cfg["flip_prob"], cfg["num_workers"], seed)
-    loader_a = common.train_loader(items_a, cfg["spacing"], crop, cfg["num_crops"], cfg["batch_size"],
-                                   cfg["flip_prob"], cfg["num_workers"], seed + 1)
-    loader_v = common.val_loader(items_v, cfg["spacing"]) if items_v else []
+    loader_w = train_loader(task, items_w, cfg["spacing"], crop, cfg["num_crops"], cfg["batch_size"],
+                            cfg["flip_prob"], cfg["num_workers"], seed)
+    loader_a = train_loader(task, items_a, cfg["spacing"], crop, cfg["num_crops"], cfg["batch_size"],
+                            cfg["flip_prob"], cfg["num_workers"], seed + 1)
+    loader_v = val_loader(task, items_v, cfg["spacing"]) if items_v else []
 
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    loss_fn = DiceCELoss(include_background=cfg["include_background"], to_onehot_y=True, softmax=True, squared_pred=True,
+                         batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
     arch_params = [space.log_alpha_a, space.log_alpha_c]
     weight_params = [p for n, p in net.named_parameters() if n.split(".")[-1] not in ARCH_PARAM_NAMES]
     lr0 = cfg["lr"] * world_size  # the bundle's multi-GPU scaling
@@ -125,13 +131,13 @@ def _search(rank, world_size, cfg, device, progress):
     def step(loss, opt_list, params):
         if scaler:
             scaler.scale(loss).backward()
-            common.average_gradients(params, world_size)
+            average_gradients(params, world_size)
             for o in opt_list:
                 scaler.step(o)
             scaler.update()
         else:
             loss.backward()
-            common.average_gradients(params, world_size)
+            average_gradients(params, world_size)
             for o in opt_list:
                 o.step()
 
@@ -147,7 +153,7 @@ def _search(rank, world_size, cfg, device, progress):
             inputs, labels = batch["image"].to(device), batch["label"].to(device).long()
             _trainable(weight_params, arch_params)
             optimizer.zero_grad(set_to_none=True)
-            with common.autocast(device, amp):
+            with autocast(device, amp):
                 loss = loss_fn(net(inputs), labels)
             step(loss, [optimizer], weight_params)
             w_losses.append(float(loss.detach()))
@@ -163,7 +169,7 @@ def _search(rank, world_size, cfg, device, progress):
             opt_a.zero_grad(set_to_none=True)
             opt_c.zero_grad(set_to_none=True)
             terms = arch_loss_terms(space, inputs.shape, cfg["ram_cost_factor"])
-            with common.autocast(device, amp):
+            with autocast(device, amp):
                 seg_loss = loss_fn(net(inputs_a), labels_a)
             reg = terms["entropy_a"] + terms["entropy_c"] + terms["ram_cost"] + cfg["topology_weight"] * terms["topology"]
             loss_a = seg_loss + combination * reg
@@ -174,7 +180,7 @@ def _search(rank, world_size, cfg, device, progress):
         for p in weight_params:
             p.requires_grad_(True)
 
-        sums = common.all_sum([sum(w_losses), len(w_losses), sum(a_losses), len(a_losses)], device, world_size)
+        sums = all_sum([sum(w_losses), len(w_losses), sum(a_losses), len(a_losses)], device, world_size)
         record = {"loss": sums[0] / max(1, sums[1]), "lr": lr}
         if sums[3]:
             record["arch_loss"] = sums[2] / sums[3]
@@ -183,8 +189,8 @@ def _search(rank, world_size, cfg, device, progress):
 
         validate_now = ((epoch + 1) % cfg["val_interval"] == 0 or epoch + 1 == epochs)
         if validate_now and cfg["items_val"]:
-            val = common.validate(net, loader_v, cfg["val_roi_size"], cfg["sw_batch_size"], cfg["sw_overlap"],
-                                  device, amp, world_size)
+            val = validate(net, loader_v, cfg["val_roi_size"], cfg["sw_batch_size"], cfg["sw_overlap"],
+                           device, amp, world_size, task.class_names)
             record["dice"] = val["dice"]
             record["mean_dice"] = val["mean_dice"]
             improved = (epoch >= warmup and val["mean_dice"] is not None

@@ -1,8 +1,10 @@
-"""Atomic file writes: a temporary file in the target folder, then ``os.replace``.
+"""The one atomic file writer: a temporary file in the target folder, then ``os.replace``.
 
-A reader (the MONAI Label datastore watches its folder) never sees half a file, and an interrupted run
-leaves either the old file or the new one. Temporary names start with a dot and end in ``.tmp`` so no
-image scanner mistakes them for studies.
+Every file the project publishes goes through :func:`write_with` (labels, the datastore file, weights,
+architecture codes, engines and compiled packages, JSON state, pictures). A reader (the MONAI Label datastore
+watches its folder, the server reloads published weights) never sees half a file, and an interrupted run
+leaves either the old file or the new one. Temporary names start with a dot and end in ``.tmp`` (or the
+suffix a library insists on) so no image scanner mistakes them for studies.
 """
 
 from __future__ import annotations
@@ -52,8 +54,36 @@ def write_bytes(path, data: bytes) -> None:
     _finish(tmp, path)
 
 
-def write_json(path, data) -> None:
-    write_bytes(path, (json.dumps(data, indent=4) + "\n").encode())
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def write_json(path, data, indent: int = 4) -> None:
+    """JSON (numpy numbers and arrays as plain numbers and lists)."""
+    write_bytes(path, (json.dumps(data, indent=indent, default=_json_default) + "\n").encode())
+
+
+def read_json(path, default=None):
+    """The JSON in ``path``, or ``default`` when the file is missing or not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def torch_save(obj, path) -> None:
+    import torch
+
+    write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_with(path, writer, suffix: str = ".tmp") -> None:

@@ -1,0 +1,150 @@
+"""The model a task serves, shared by the infer tasks and scoring: one lifecycle, written once.
+
+* **weights version**: MONAI Label's rule, the last existing path of the list wins (a model published by
+  training replaces the shipped one), identified by (path, mtime, size);
+* **checksum**: ``file_checksum`` of that file, hashed once per version (not on every request and ``/info``);
+* **network per device**: rebuilt whenever the version changes, so hot reload needs no restart;
+* **prepared backends**: the network on ``torch``/``compile``/``aot``/``tensorrt`` (:mod:`lib.runtime.backends`),
+  and on the CPU with ``background_compile`` the AOTInductor package built in a low-priority process, used by
+  ``auto`` once it is there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Sequence
+
+import torch
+
+from lib.errors import InputError
+from lib.networks.arch_code import ArchCodeError
+from lib.networks.factory import CheckpointError, NetworkSpec, file_checksum
+from lib.runtime.aot_package import BackgroundBuilds, aot_package_path
+from lib.runtime.backends import BackendOptions, ModelCache, PreparedModel, normalise_backend, prepare, resolve_backend
+
+logger = logging.getLogger(__name__)
+
+
+def current_weights(weights: Sequence[str]) -> str | None:
+    """The last existing path of ``weights`` (a trained model replaces the shipped one), or None."""
+    for path in reversed(list(weights)):
+        if path and os.path.exists(path):
+            return path
+    return None
+
+
+class ServedModel:
+    def __init__(self, weights: Sequence[str], spec: NetworkSpec, backend_options: BackendOptions | None = None,
+                 background_compile: bool = False):
+        self.weights = list(weights)
+        self.spec = spec
+        self.backend_options = backend_options or BackendOptions()
+        self.background_compile = bool(background_compile)
+        self._lock = threading.Lock()
+        self._networks: dict[str, tuple[tuple, torch.nn.Module, dict]] = {}  # device -> (version, network, meta)
+        self._checksums: dict[tuple, str] = {}  # version -> checksum
+        self._models = ModelCache()
+        self._builds = BackgroundBuilds()
+
+    # ---- identity ----------------------------------------------------------------------------------------
+    def path(self) -> str | None:
+        return current_weights(self.weights)
+
+    @staticmethod
+    def version(path: str) -> tuple:
+        st = os.stat(path)
+        return (path, st.st_mtime_ns, st.st_size)
+
+    def checksum(self, path: str | None = None) -> str | None:
+        """Checksum of the current weights (None when there are none); the model identity in /info and scores."""
+        path = path or self.path()
+        if path is None:
+            return None
+        try:
+            key = self.version(path)
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            if key not in self._checksums:
+                self._checksums.clear()
+                self._checksums[key] = file_checksum(path)
+            return self._checksums[key]
+
+    def info(self) -> dict:
+        path = self.path()
+        return {"path": os.path.basename(path) if path else None, "checksum": self.checksum(path) if path else None,
+                "network": self.spec.network}
+
+    # ---- the network -------------------------------------------------------------------------------------
+    def network(self, device) -> torch.nn.Module:
+        """The eval-mode network of the current weights on ``device``; InputError 503 when there is none usable."""
+        path = self.path()
+        if not path:
+            raise InputError(f"no model weights found (looked for {', '.join(self.weights)}); "
+                             "train the model or install weights", 503)
+        key = self.version(path)
+        device = str(device)
+        with self._lock:
+            cached = self._networks.get(device)
+            if cached and cached[0] == key:
+                return cached[1]
+        try:
+            net, meta = self.spec.load(path)
+        except (CheckpointError, ArchCodeError) as exc:
+            raise InputError(f"the model cannot be loaded: {exc}", 503) from exc
+        net = net.to(device).eval()
+        with self._lock:
+            self._networks[device] = (key, net, meta)
+        logger.info(f"Loaded {os.path.basename(path)} ({self.checksum(path)}) on {device}")
+        return net
+
+    def cpu_package(self, device, backend: str) -> str | None:
+        """The compiled package ``auto`` switches to (CPU, ``background_compile``) for the current weights, else None."""
+        if not (backend == "auto" and self.background_compile and resolve_backend("auto", device) == "torch"):
+            return None
+        path = self.path()
+        return aot_package_path(path, self.checksum(path), self.backend_options) if path else None
+
+    def prepared(self, device, backend: str) -> PreparedModel:
+        """The network on ``backend``, built once per weights version and device.
+
+        ``auto`` on the CPU with ``background_compile``: the AOTInductor package once it exists for these weights,
+        eager ``torch`` until then, with the package's build started in the background."""
+        backend = normalise_backend(backend)
+        net = self.network(device)  # reloads on a weights change; raises InputError if unusable
+        with self._lock:
+            key = self._networks[str(device)][0]
+        path, checksum = key[0], self.checksum(key[0])
+        requested, note = backend, None
+        package = self.cpu_package(device, backend)
+        if package:
+            if os.path.exists(package):
+                backend = "aot"
+            else:
+                backend = "torch"
+                self._builds.start(package, path, self.spec, self.backend_options.roi_size, self.backend_options.sw_batch_size)
+                note = self._builds.failed.get(package) or "compiled package building in the background"
+        prepared = self._models.get(
+            (key, backend, str(device)),
+            lambda: prepare(net, backend, str(device), self.backend_options, weights_path=path, checksum=checksum),
+        )
+        if requested != prepared.requested or note:
+            prepared = dataclasses.replace(prepared, requested=requested,
+                                           info={**prepared.info, "note": note} if note else prepared.info)
+        return prepared
+
+    def warm_up(self, device: str, backend: str, wait: bool = False, timeout: float | None = None) -> PreparedModel | None:
+        """Load the network; for CPU ``auto`` with ``background_compile`` also start building its compiled package
+        and return what ``auto`` runs now. ``wait``: first let that build end (or ``timeout`` pass)."""
+        self.network(device)
+        package = self.cpu_package(device, backend)
+        if package is None:
+            return None
+        prepared = self.prepared(device, "auto")
+        if wait:
+            self._builds.wait(package, timeout)
+            prepared = self.prepared(device, "auto")
+        return prepared
