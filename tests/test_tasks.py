@@ -90,3 +90,16 @@ def test_loss_leaves_the_background_out_and_multi_process_scales_the_schedule():
     assert (four["epochs"], four["lr_step_epochs"], four["val_interval"]) == (1600, 320, 40)
     off = scale_schedule({**cfg, "world_size": 4, "scale_schedule": False})
     assert off["epochs"] == 400
+
+
+def test_tta_score_of_a_task_without_a_lesion_is_the_organ_term():
+    from lib.scoring.tta import TTAOptions, uncertainty_from_samples
+
+    torch.manual_seed(0)
+    organ = torch.zeros(1, 16, 16, 16)
+    organ[:, 4:10, 4:10, 4:10] = 1.0
+    p_fg = (0.6 + 0.3 * torch.rand(3, 1, 16, 16, 16)) * organ  # three samples, unsure inside the organ
+    probs = torch.cat([1 - p_fg, p_fg], dim=1)  # (T, background + spleen, x, y, z)
+    res = uncertainty_from_samples(probs, TTAOptions(tumor_weight=1.0))
+    assert res["tumor"] == 0.0 and res["score"] == res["pancreas"] > 0.1
+    assert not res["no_pancreas_found"]
