@@ -64,7 +64,7 @@ def main(argv=None) -> int:
 
     from lib.task import get_task
     from lib.trainers import search_loop
-    from lib.trainers.params import parse_request
+    from lib.params import parse_request
     from lib.trainers.tasks import SEARCH_PARAMS
 
     task = get_task(args.task)
