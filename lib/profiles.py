@@ -43,24 +43,10 @@ class Profile:
 
 
 PROFILES = {
-    "cpu": Profile(
-        name="cpu",
-        channel_mul=0.25,
-        spacing=(2.0, 2.0, 2.0),
-        roi_size=(96, 96, 96),
-        sw_batch_size=2,
-        sw_overlap=0.25,
-        arch_file="dints_pancreas_cpu_arch.pth",
-    ),
-    "gpu": Profile(
-        name="gpu",
-        channel_mul=1.0,
-        spacing=(1.0, 1.0, 1.0),
-        roi_size=(96, 96, 96),
-        sw_batch_size=4,
-        sw_overlap=0.625,
-        arch_file="arch_code.pth",
-    ),
+    "cpu": Profile(name="cpu", channel_mul=0.25, spacing=(2.0, 2.0, 2.0), roi_size=(96, 96, 96), sw_batch_size=2,
+                   sw_overlap=0.25, arch_file="dints_pancreas_cpu_arch.pth"),
+    "gpu": Profile(name="gpu", channel_mul=1.0, spacing=(1.0, 1.0, 1.0), roi_size=(96, 96, 96), sw_batch_size=4,
+                   sw_overlap=0.625, arch_file="arch_code.pth"),
 }
 
 

@@ -92,6 +92,8 @@ def test_info_lists_the_model_with_its_labels(server, client):
     assert model["type"] == "segmentation" and model["labels"] == server.labels
     assert model["task"] == server.task and model["network"] == server.name.split("_")[0]
     assert info["labels"] == server.labels
+    assert info["task"]["name"] == server.task and info["task"]["labels"] == server.labels
+    assert info["tasks"] == {"pancreas": {"pancreas": 1, "tumor": 2}, "spleen": {"spleen": 1}}
     assert server.name in info["trainers"]
     assert ("dints_search" in info["trainers"]) == (server.name.startswith("dints"))
 

@@ -65,6 +65,15 @@ class DiNTSPancreasApp(MONAILabelApp):
         limit_arenas(int(conf.get("malloc_arena_max", 2)))
         install_into_server()
 
+    def info(self):
+        """MONAI Label's ``/info``, plus the served task (name, labels, window, spacing) and the tasks on offer."""
+        from lib.task import TASKS
+
+        info = super().info()
+        info["task"] = self.task_config.task.describe()
+        info["tasks"] = {name: dict(t.labels) for name, t in TASKS.items()}
+        return info
+
     def init_infers(self) -> dict[str, InferTask]:
         return dict(self.task_config.infer())
 

@@ -109,16 +109,9 @@ class SegmentationConfig(TaskConfig):
         return self.profile.arch_file
 
     def infer(self):
-        task = SegmentationInfer(
-            served=self.served,
-            task=self.task,
-            profile=self.profile,
-            limits=self.limits,
-            backend=self.backend,
-            fast_path=self.fast_path,
-            num_threads=self.num_threads,
-            min_component_fraction=self.min_component_fraction,
-        )
+        task = SegmentationInfer(self.served, self.task, self.profile, limits=self.limits, backend=self.backend,
+                                 fast_path=self.fast_path, num_threads=self.num_threads,
+                                 min_component_fraction=self.min_component_fraction)
         return {self.name: task}
 
     def searched_arch_file(self) -> str:
@@ -129,17 +122,9 @@ class SegmentationConfig(TaskConfig):
         """The model's train task (``POST /train/<model>``): trains it and publishes ``trained_file``."""
         from lib.trainers.tasks import SegmentationTrainTask
 
-        return SegmentationTrainTask(
-            name=self.name,
-            model_dir=self.model_dir,
-            task=self.task,
-            network=self.network,
-            profile=self.profile,
-            arch_file=self.arch_file,
-            weights=self.weights,
-            trained_file=self.trained_file,
-            searched_arch_file=self.searched_arch_file(),
-        )
+        return SegmentationTrainTask(self.name, self.model_dir, self.task, self.network, self.profile, arch_file=self.arch_file,
+                                     weights=self.weights, trained_file=self.trained_file,
+                                     searched_arch_file=self.searched_arch_file())
 
     def search_trainer(self):
         """``dints_search`` train task: DiNTS architecture search on the final labels (DiNTS only)."""

@@ -25,10 +25,10 @@ import torch
 from monai.networks.nets import DiNTS, TopologyInstance, UNet
 
 from lib import atomic
+from lib.profiles import NETWORKS
 from lib.networks.arch_code import ArchCode, ArchCodeError, arch_code_from_mapping, load_arch_code, safe_torch_load
 
 IN_CHANNELS = 1
-NETWORKS = ("dints", "unet")
 
 
 class CheckpointError(ValueError):
