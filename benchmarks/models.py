@@ -37,7 +37,7 @@ TRAIN_SEED_BASE = 5000
 HELDOUT_SEED_BASE = 9500
 MODES = {
     "quick": dict(steps=40, train_cases=8, heldout=4, crop=48, reps=2),
-    "full": dict(steps=150, train_cases=16, heldout=8, crop=64, reps=3),
+    "full": dict(steps=400, train_cases=16, heldout=8, crop=64, reps=3),
 }
 SEARCHED = {"pancreas": REPO_ROOT / "model" / "dints_pancreas_cpu_arch_phantom_search.pth",
             "spleen": REPO_ROOT / "model" / "dints_spleen_cpu_arch_phantom_search.pth"}
