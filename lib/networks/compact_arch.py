@@ -1,8 +1,11 @@
-"""The compact DiNTS architecture of the ``cpu`` profile, until a search on the user's data replaces it.
+"""The compact DiNTS architecture of the ``cpu`` profile: written by hand, not searched.
 
 Four blocks over four resolutions with every path active (so every node is live) and a mix of full 3-D
-and cheaper pseudo-3-D cell operations. At channel_mul 0.25 it has 4.6 M parameters and runs one 96^3
-window in roughly a second on two CPU cores, about a tenth of the bundle's 12-block network.
+and cheaper pseudo-3-D cell operations. ``scripts/search_cpu_arch.py`` searches one on phantoms and
+``benchmarks/models.py`` compares the two at one training budget (README, *Does the search pay?*); a search
+on the user's own labels (``dints_search``) replaces it for training when present. At channel_mul 0.25 it
+has 4.6 M parameters and runs one 96^3 window in roughly a second on two CPU cores, about a tenth of the
+bundle's 12-block network.
 """
 
 from __future__ import annotations
