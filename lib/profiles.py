@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 NETWORKS = ("dints", "unet")
+NETWORK_TITLES = {"dints": "DiNTS", "unet": "UNet"}  # how descriptions and logs name them
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from lib.datastore.local import image_uri  # noqa: E402
 from lib.datastore.names import check_name  # noqa: E402
 from lib.errors import InputError  # noqa: E402
 from lib.params import truthy  # noqa: E402
+from lib.profiles import NETWORK_TITLES  # noqa: E402
 from lib.server.uploads import is_trusted  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class DiNTSPancreasApp(MONAILabelApp):
             conf=conf,
             name="DiNTS Pancreas",
             description=f"{task.description[0].upper()}{task.description[1:]} segmentation with a "
-                        f"{'DiNTS' if self.task_config.network == 'dints' else 'UNet'} network",
+                        f"{NETWORK_TITLES[self.task_config.network]} network",
             version="0.1.0",
             labels=dict(task.labels),
         )

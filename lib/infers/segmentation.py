@@ -24,7 +24,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from lib.errors import InputError
 from lib.params import truthy
 from lib.preprocessing import ct_preprocessing
-from lib.profiles import Profile
+from lib.profiles import NETWORK_TITLES, Profile
 from lib.runtime.backends import EAGER_BACKENDS, BackendOptions, PreparedModel, is_cuda, normalise_backend
 from lib.runtime.fast_path import FastPathOptions, configure_threads, fast_pass, full_pass
 from lib.runtime.served_model import ServedModel
@@ -72,8 +72,7 @@ class SegmentationInfer(BasicInferTask):
             type=InferType.SEGMENTATION,
             labels=dict(task.labels),
             dimension=3,
-            description=description or f"{served.spec.network.upper() if served.spec.network == 'unet' else 'DiNTS'} "
-                                       f"segmentation of the {task.description}",
+            description=description or f"{NETWORK_TITLES[served.spec.network]} segmentation of the {task.description}",
             roi_size=profile.roi_size,
             config={
                 "profile": profile.name,

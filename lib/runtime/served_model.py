@@ -43,7 +43,7 @@ class ServedModel:
         self.spec = spec
         self.backend_options = backend_options or BackendOptions()
         self.background_compile = bool(background_compile)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # held while a network loads: concurrent first requests load it once
         self._networks: dict[str, tuple[tuple, torch.nn.Module, dict]] = {}  # device -> (version, network, meta)
         self._checksums: dict[tuple, str] = {}  # version -> checksum
         self._models = ModelCache()
@@ -91,15 +91,14 @@ class ServedModel:
             cached = self._networks.get(device)
             if cached and cached[0] == key:
                 return cached[1]
-        try:
-            net, meta = self.spec.load(path)
-        except (CheckpointError, ArchCodeError) as exc:
-            raise InputError(f"the model cannot be loaded: {exc}", 503) from exc
-        net = net.to(device).eval()
-        with self._lock:
+            try:
+                net, meta = self.spec.load(path)
+            except (CheckpointError, ArchCodeError) as exc:
+                raise InputError(f"the model cannot be loaded: {exc}", 503) from exc
+            net = net.to(device).eval()
             self._networks[device] = (key, net, meta)
-        logger.info(f"Loaded {os.path.basename(path)} ({self.checksum(path)}) on {device}")
-        return net
+            logger.info(f"Loaded {os.path.basename(path)} ({self.checksum(path)}) on {device}")
+            return net
 
     def cpu_package(self, device, backend: str) -> str | None:
         """The compiled package ``auto`` switches to (CPU, ``background_compile``) for the current weights, else None."""

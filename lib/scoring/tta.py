@@ -191,8 +191,7 @@ def uncertainty_from_samples(probs: torch.Tensor, opts: TTAOptions) -> dict:
         return res
     reg = torch.from_numpy(region)
     u_p = float(binary_entropy(p_fg)[reg].mean())
-    p_lesion = probs[:, 2:].sum(1) if lesion else torch.zeros_like(probs[:, 0])
-    tumour_like = (p_lesion.amax(0) >= opts.tumor_threshold).numpy()
+    tumour_like = (probs[:, 2:].sum(1).amax(0) >= opts.tumor_threshold).numpy() if lesion else None
     if lesion and tumour_like.any():
         if opts.dilate > 0:
             tumour_like = ndimage.binary_dilation(tumour_like, iterations=1)

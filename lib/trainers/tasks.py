@@ -17,7 +17,7 @@ from typing import Any
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.params import Param, config_defaults, parse_request
-from lib.profiles import Profile
+from lib.profiles import NETWORK_TITLES, Profile
 from lib.task import SegmentationTask
 from lib.trainers.datalist import halves_by_hash, labelled_datalist, split_file, stable_split
 from lib.trainers.distributed import launch, resolve_world
@@ -186,8 +186,7 @@ class SegmentationTrainTask(_SegmentationTrainBase):
     def __init__(self, name: str, model_dir: str, task: SegmentationTask, network: str, profile: Profile, arch_file: str,
                  weights: list[str], trained_file: str, searched_arch_file: str):
         self.task_name = name
-        net = "DiNTS" if network == "dints" else "UNet"
-        super().__init__(model_dir, task, profile, f"Train the {net} {task.name} model on the final labels")
+        super().__init__(model_dir, task, profile, f"Train the {NETWORK_TITLES[network]} {task.name} model on the final labels")
         self.network = network
         self.arch_file = arch_file
         self.weights = list(weights)
