@@ -6,6 +6,13 @@
 machine's speed, ``--minutes`` alone trains for a wall-clock budget instead). ``--task spleen`` and
 ``--network unet`` train the other models (``model/pretrained_<network>_<task>_cpu.pt``).
 
+``--interactive`` trains the DeepEdit-style model (``model/pretrained_deepedit_<task>_cpu.pt``: DiNTS with
+1 + classes input channels) on simulated clicks (:mod:`lib.trainers.click_simulation`), starting from the
+automatic model's weights (``--init``; the guidance channels' stem weights start at zero, so step 0 is the
+automatic model), and keeps the last weights (its automatic-mode validation Dice is logged, not selected on)::
+
+    python scripts/train_cpu_weights.py --interactive --max-steps 600 --minutes 120
+
 Phantoms are generated from seeds 5000+ (training) and 9000+ (validation); the shipped sample
 datastore uses seeds from 1000 and is never trained on. The network is the compact DiNTS of the ``cpu``
 profile (or the seed bundle's UNet); crops are 64^3 at the profile's 2 mm spacing (128 mm of context), class-balanced as in the
@@ -31,10 +38,28 @@ from lib.networks.arch_code import load_arch_code  # noqa: E402
 from lib.networks.factory import build_network, count_parameters, save_checkpoint  # noqa: E402
 from lib.profiles import get_profile, normalise_network  # noqa: E402
 from lib.task import get_task  # noqa: E402
+from lib.trainers.click_simulation import ClickSimulation  # noqa: E402
 from lib.trainers.phantom_fit import fit, phantom_item, prepare  # noqa: E402
 
 TRAIN_SEED_BASE = 5000
 VAL_SEED_BASE = 9000
+
+
+def expand_from(net: torch.nn.Module, path: str) -> str:
+    """Load an automatic model's weights into the interactive ``net``: the stem's guidance channels start at zero."""
+    from lib.networks.factory import extract_state_dict, load_checkpoint
+
+    state = {k: v.float() for k, v in extract_state_dict(load_checkpoint(path)).items()}
+    own = net.state_dict()
+    widened = []
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape and v.dim() == own[k].dim() and v.shape[1] == 1 and own[k].shape[1] > 1:
+            w = torch.zeros_like(own[k])
+            w[:, :1] = v
+            state[k] = w
+            widened.append(k)
+    net.load_state_dict(state, strict=True)
+    return f"{os.path.basename(path)} ({', '.join(widened)} widened to {net.state_dict()[widened[0]].shape[1]} input channels)" if widened else path
 
 
 def main(argv=None) -> int:
@@ -53,16 +78,34 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    ap.add_argument("--interactive", action="store_true", help="train the DeepEdit-style model on simulated clicks")
+    ap.add_argument("--init", default=str(REPO_ROOT / "model" / "pretrained_dints_pancreas_cpu.pt"),
+                    help="interactive: the automatic model's weights to start from ('' for scratch)")
+    ap.add_argument("--no-click-prob", type=float, default=0.3, help="interactive: crops trained without clicks")
+    ap.add_argument("--initial-clicks", type=int, default=2, help="interactive: at most this many clicks per class from the label")
+    ap.add_argument("--click-rounds", type=int, default=2, help="interactive: at most this many rounds of error clicks")
+    ap.add_argument("--deepest-prob", type=float, default=0.0,
+                    help="interactive: share of error rounds clicked where the robot user would click")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     set_determinism(seed=args.seed)
     profile, task, network = get_profile("cpu"), get_task(args.task), normalise_network(args.network)
     spacing = task.spacing_for(profile.name)
-    out = args.out or str(REPO_ROOT / "model" / profile.pretrained_file(network, task.name))
+    if args.interactive and network != "dints":
+        ap.error("--interactive trains a DiNTS network")
+    stem = "deepedit" if args.interactive else network
+    out = args.out or str(REPO_ROOT / "model" / profile.pretrained_file(stem, task.name))
     roi = (args.crop,) * 3
     arch = load_arch_code(args.arch) if network == "dints" else None
-    net = build_network(network, task.num_classes, arch, profile.channel_mul)
+    in_channels = 1 + task.num_classes if args.interactive else 1
+    net = build_network(network, task.num_classes, arch, profile.channel_mul, in_channels)
+    clicks = None
+    if args.interactive:
+        if args.init:
+            print(f"start: {expand_from(net, args.init)}")
+        clicks = ClickSimulation(task.num_classes, spacing, no_click_prob=args.no_click_prob, max_initial=args.initial_clicks,
+                                 max_rounds=args.click_rounds, deepest_prob=args.deepest_prob, seed=args.seed)
     print(f"network: {arch.describe() + f', channel_mul {profile.channel_mul}' if arch else network}, "
           f"{count_parameters(net) / 1e6:.2f} M parameters; task {task.name} {dict(task.labels)}")
 
@@ -77,6 +120,7 @@ def main(argv=None) -> int:
         meta = {
             "profile": "cpu", "channel_mul": profile.channel_mul, "spacing": list(spacing), "task": task.name,
             "network": network, "num_classes": task.num_classes, "labels": dict(task.labels),
+            "in_channels": in_channels, "interactive": bool(args.interactive),
             "trained_on": f"phantoms, seeds {TRAIN_SEED_BASE}..{TRAIN_SEED_BASE + args.train_cases - 1}",
             "step": step, "validation_dice": dice,
         }
@@ -84,7 +128,10 @@ def main(argv=None) -> int:
         print(f"  saved {out} ({os.path.getsize(out) / 1e6:.1f} MB)", flush=True)
 
     result = fit(net, task, train, val, crop=args.crop, batch=args.batch, minutes=args.minutes, max_steps=args.max_steps,
-                 lr=args.lr, val_every=args.val_every, on_best=publish, log=lambda m: print(m, flush=True))
+                 lr=args.lr, val_every=args.val_every, clicks=clicks, on_best=None if args.interactive else publish,
+                 log=lambda m: print(m, flush=True))
+    if args.interactive:
+        publish(net, result.history[-1] if result.history else {}, result.steps)
     print(f"done: {result.steps} steps in {result.minutes:.1f} min; best validation Dice {result.best_dice}")
     return 0
 

@@ -48,6 +48,13 @@ class DiNTSPancreasApp(MONAILabelApp):
         self.task_config = SegmentationConfig()
         self.task_config.init(self.model_name, self.model_dir, conf, None)
         task = self.task_config.task
+        # the interactive model beside it (deepedit_<task>: clicks), unless --conf interactive false
+        self.interactive_config = None
+        if truthy(conf.get("interactive", "true")):
+            from lib.configs.interactive import InteractiveConfig, interactive_name
+
+            self.interactive_config = InteractiveConfig()
+            self.interactive_config.init(interactive_name(conf), self.model_dir, conf, None)
         # one inference at a time (each already uses every core); requests wait here, off the event loop
         self._infer_slot = threading.Lock()
         super().__init__(
@@ -76,7 +83,10 @@ class DiNTSPancreasApp(MONAILabelApp):
         return info
 
     def init_infers(self) -> dict[str, InferTask]:
-        return dict(self.task_config.infer())
+        infers = dict(self.task_config.infer())
+        if self.interactive_config is not None:
+            infers.update(self.interactive_config.infer())
+        return infers
 
     # ---- training (lib/trainers) -------------------------------------------------------------------
     def init_trainers(self) -> dict[str, TrainTask]:
@@ -84,6 +94,8 @@ class DiNTSPancreasApp(MONAILabelApp):
 
         self.auto_trainer = AutoTrainer(self.conf, self.model_dir, self.model_name, self.task_config.task.name)
         trainers = {self.model_name: self.task_config.trainer()}
+        if self.interactive_config is not None:
+            trainers[self.interactive_config.name] = self.interactive_config.trainer()
         search = self.task_config.search_trainer()  # DiNTS only
         if search is not None:
             trainers["dints_search"] = search

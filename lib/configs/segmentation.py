@@ -54,8 +54,9 @@ class SegmentationConfig(TaskConfig):
             channel_mul=float(conf["channel_mul"]) if "channel_mul" in conf else None,
         )
         self.arch_file = str(resolve(conf.get("arch_file", self.default_arch_file(model_dir)), model_dir))
-        pretrained = str(resolve(conf.get("model_file", self.profile.pretrained_file(self.network, self.task.name)), model_dir))
-        trained = str(resolve(self.profile.trained_file(self.network, self.task.name), model_dir))
+        pretrained = str(resolve(conf.get(self.conf_prefix + "model_file", self.profile.pretrained_file(self.weights_stem(), self.task.name)),
+                                 model_dir))
+        trained = str(resolve(self.profile.trained_file(self.weights_stem(), self.task.name), model_dir))
         # MONAI Label convention: the last existing path wins, so a model published by training
         # replaces the shipped one; --conf use_pretrained_only true pins the shipped weights.
         self.weights = [pretrained] if strtobool(conf.get("use_pretrained_only", "false")) else [pretrained, trained]
@@ -88,7 +89,7 @@ class SegmentationConfig(TaskConfig):
         self.num_threads = int(conf.get("num_threads", 0))
         self.background_compile = strtobool(conf.get("background_compile", "true"))
         self.spec = NetworkSpec(self.network, self.task.num_classes, self.profile.channel_mul,
-                                self.arch_file if self.network == "dints" else None)
+                                self.arch_file if self.network == "dints" else None, self.in_channels())
         # one served model (weights version, checksum, network per device, compiled package) for infer and scoring
         self.served = ServedModel(self.weights, self.spec, self.backend_options, self.background_compile)
         logger.info(
@@ -96,6 +97,15 @@ class SegmentationConfig(TaskConfig):
             f"(spacing {self.profile.spacing}, roi {self.profile.roi_size}, overlap {self.profile.sw_overlap}); "
             f"arch {self.arch_file if self.network == 'dints' else '-'}; weights {self.weights}"
         )
+
+    conf_prefix = ""  # the interactive model reads its own ``interactive_model_file``
+
+    def weights_stem(self) -> str:
+        """What the weights files are named after: ``<stem>_<task>_<profile>.pt``."""
+        return self.network
+
+    def in_channels(self) -> int:
+        return 1  # the CT
 
     def default_arch_file(self, model_dir: str) -> str:
         """The profile's architecture file; for the bundle (gpu) also its ``search_code_*.pt`` if that is all there is."""

@@ -28,14 +28,15 @@ from lib import atomic
 from lib.profiles import NETWORKS
 from lib.networks.arch_code import ArchCode, ArchCodeError, arch_code_from_mapping, load_arch_code, safe_torch_load
 
-IN_CHANNELS = 1
+IN_CHANNELS = 1  # the CT; an interactive (DeepEdit) network adds one guidance channel per class
 
 
 class CheckpointError(ValueError):
     """A weights file that cannot be used with the requested architecture."""
 
 
-def build_dints(arch: ArchCode, channel_mul: float, num_classes: int, use_downsample: bool = True) -> DiNTS:
+def build_dints(arch: ArchCode, channel_mul: float, num_classes: int, use_downsample: bool = True,
+                in_channels: int = IN_CHANNELS) -> DiNTS:
     """``TopologyInstance`` + ``DiNTS`` exactly as the model-zoo bundle builds them."""
     with contextlib.redirect_stdout(io.StringIO()):  # TopologyConstruction prints a hint on every build
         space = TopologyInstance(
@@ -48,28 +49,29 @@ def build_dints(arch: ArchCode, channel_mul: float, num_classes: int, use_downsa
         )
     return DiNTS(
         dints_space=space,
-        in_channels=IN_CHANNELS,
+        in_channels=int(in_channels),
         num_classes=int(num_classes),
         use_downsample=use_downsample,
         node_a=torch.from_numpy(arch.node_a),
     )
 
 
-def build_unet(num_classes: int) -> UNet:
+def build_unet(num_classes: int, in_channels: int = IN_CHANNELS) -> UNet:
     """The model-zoo ``spleen_ct_segmentation`` network: channels 16..256, strides 2, 2 residual units, batch norm."""
-    return UNet(spatial_dims=3, in_channels=IN_CHANNELS, out_channels=int(num_classes), channels=(16, 32, 64, 128, 256),
+    return UNet(spatial_dims=3, in_channels=int(in_channels), out_channels=int(num_classes), channels=(16, 32, 64, 128, 256),
                 strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
 
 
-def build_network(network: str, num_classes: int, arch: ArchCode | None = None, channel_mul: float = 0.25) -> torch.nn.Module:
-    """``dints`` (needs ``arch``) or ``unet``."""
+def build_network(network: str, num_classes: int, arch: ArchCode | None = None, channel_mul: float = 0.25,
+                  in_channels: int = IN_CHANNELS) -> torch.nn.Module:
+    """``dints`` (needs ``arch``) or ``unet``; ``in_channels`` 1 + classes for an interactive network."""
     if network == "unet":
-        return build_unet(num_classes)
+        return build_unet(num_classes, in_channels)
     if network != "dints":
         raise CheckpointError(f"unknown network '{network}': choose one of {', '.join(NETWORKS)}")
     if arch is None:
         raise CheckpointError("a DiNTS network needs an architecture code")
-    return build_dints(arch, channel_mul, num_classes)
+    return build_dints(arch, channel_mul, num_classes, in_channels=in_channels)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class NetworkSpec:
     num_classes: int  # background + the task's labels
     channel_mul: float = 0.25  # DiNTS width
     arch_file: str | None = None  # DiNTS architecture for bare (bundle) state dicts; ours embed theirs
+    in_channels: int = IN_CHANNELS  # 1 + num_classes for an interactive (DeepEdit) network
 
     def arch(self) -> ArchCode | None:
         if self.network == "dints" and self.arch_file and os.path.exists(self.arch_file):
@@ -88,10 +91,11 @@ class NetworkSpec:
 
     def load(self, weights_path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
         """``load_network`` of ``weights_path`` for this network (CheckpointError / ArchCodeError if unusable)."""
-        return load_network(weights_path, self.arch(), self.channel_mul, self.num_classes, self.network)
+        return load_network(weights_path, self.arch(), self.channel_mul, self.num_classes, self.network, self.in_channels)
 
     def cli_args(self) -> list[str]:
-        args = ["--network", self.network, "--num_classes", str(int(self.num_classes)), "--channel_mul", str(self.channel_mul)]
+        args = ["--network", self.network, "--num_classes", str(int(self.num_classes)), "--channel_mul", str(self.channel_mul),
+                "--in_channels", str(int(self.in_channels))]
         return args + (["--arch_file", self.arch_file] if self.arch_file else [])
 
 
@@ -131,6 +135,7 @@ def load_network(
     channel_mul: float,
     num_classes: int,
     network: str = "dints",
+    in_channels: int = IN_CHANNELS,
 ) -> tuple[torch.nn.Module, dict]:
     """Build the network a checkpoint belongs to and load it (fp16-stored weights are upcast).
 
@@ -146,6 +151,9 @@ def load_network(
         raise CheckpointError(f"{weights_path} holds a '{stored}' network, not '{network}'")
     if int(meta.get("num_classes", num_classes)) != int(num_classes):
         raise CheckpointError(f"{weights_path} was trained for {meta['num_classes']} classes, this task has {num_classes}")
+    if int(meta.get("in_channels", IN_CHANNELS)) != int(in_channels):
+        raise CheckpointError(f"{weights_path} takes {meta.get('in_channels', IN_CHANNELS)} input channels, this model "
+                              f"{in_channels} ({'an interactive' if in_channels > IN_CHANNELS else 'an automatic'} model)")
     if network == "dints":
         try:
             arch = embedded_arch(checkpoint) or arch
@@ -154,10 +162,10 @@ def load_network(
         if arch is None:
             raise CheckpointError(f"{weights_path} carries no architecture and no architecture file was given")
         channel_mul = float(meta.get("channel_mul", channel_mul))
-        net = build_dints(arch, channel_mul, num_classes)
+        net = build_dints(arch, channel_mul, num_classes, in_channels=in_channels)
         shape = f"architecture ({arch.describe()}, channel_mul {channel_mul})"
     else:
-        net = build_network(network, num_classes)
+        net = build_network(network, num_classes, in_channels=in_channels)
         shape = f"network ({network}, {num_classes} classes)"
     state = {k: v.float() if v.is_floating_point() else v for k, v in extract_state_dict(checkpoint).items()}
     try:
@@ -174,6 +182,7 @@ def load_network(
         meta.setdefault("channel_mul", channel_mul)
     meta.setdefault("network", network)
     meta.setdefault("num_classes", int(num_classes))
+    meta.setdefault("in_channels", int(in_channels))
     return net.eval(), meta
 
 
@@ -191,6 +200,7 @@ def save_checkpoint(
     meta = dict(meta or {})
     meta.setdefault("network", "unet" if isinstance(module, UNet) else "dints")
     meta.setdefault("num_classes", output_channels(module))
+    meta.setdefault("in_channels", input_channels(module))
     payload = {"model": state, "meta": meta}
     if arch is not None:
         payload["arch"] = {k: np.asarray(v).tolist() for k, v in arch.as_dict().items()}
@@ -203,6 +213,15 @@ def output_channels(net: torch.nn.Module) -> int:
     if not convs:
         raise ValueError("no convolution in the network")
     return int(convs[-1].out_channels)
+
+
+def input_channels(net: torch.nn.Module) -> int:
+    """Channels a network takes: the input channels of its first convolution (DiNTS: of its stem)."""
+    root = net.stem_down if hasattr(net, "stem_down") else net
+    conv = next((m for m in root.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+    if conv is None:
+        raise ValueError("no convolution in the network")
+    return int(conv.in_channels)
 
 
 def file_checksum(path: str | os.PathLike, length: int = 12) -> str:

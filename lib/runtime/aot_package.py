@@ -31,6 +31,7 @@ import torch
 
 from lib import atomic
 from lib.runtime.engine_cache import default_engine_dir, engine_key, engine_path, library_versions, prune_engines
+from lib.networks.factory import input_channels
 from lib.runtime.static_dints import static_network
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,10 @@ def aot_package_path(weights_path: str, checksum: str, opts) -> str:
 
 def build_package(net: torch.nn.Module, path: str, roi_size: Sequence[int], batch: int,
                   weights_path: str | None = None) -> str:
-    """Export + AOT-compile ``net`` for (``batch``, 1, *``roi_size``) CPU inputs into ``path`` (atomically).
+    """Export + AOT-compile ``net`` for (``batch``, channels, *``roi_size``) CPU inputs into ``path`` (atomically).
     ``weights_path``: the file ``path`` is the cached package of; that file's other (stale) packages beside it go."""
     model = static_network(net).cpu().eval()
-    example = torch.zeros((int(batch), 1, *(int(r) for r in roi_size)))
+    example = torch.zeros((int(batch), input_channels(net), *(int(r) for r in roi_size)))
 
     def compile_to(tmp: str) -> None:
         with torch.no_grad():
@@ -169,6 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--channel_mul", type=float, default=0.25)
     p.add_argument("--network", default="dints", help="dints or unet")
     p.add_argument("--num_classes", type=int, default=3, help="output classes (background + labels)")
+    p.add_argument("--in_channels", type=int, default=1, help="input channels (1 + classes for an interactive network)")
     p.add_argument("--roi_size", type=int, nargs=3, default=(96, 96, 96))
     p.add_argument("--batch", type=int, default=2, help="sliding-window batch the package is built for")
     args = p.parse_args(argv)
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
 
     try:
         check_cpu_compiler()
-        net, _ = NetworkSpec(args.network, args.num_classes, args.channel_mul, args.arch_file).load(args.weights)
+        net, _ = NetworkSpec(args.network, args.num_classes, args.channel_mul, args.arch_file, args.in_channels).load(args.weights)
         start = time.time()
         build_package(net, args.out, args.roi_size, args.batch, weights_path=args.weights)
     except Exception as exc:  # one line for the server's log; the traceback is not for annotators

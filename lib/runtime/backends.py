@@ -42,6 +42,7 @@ from torch import nn
 from lib import atomic
 from lib.runtime.aot_package import aot_package_path
 from lib.runtime.engine_cache import cached_engine_path, prune_engines
+from lib.networks.factory import input_channels
 from lib.runtime.static_dints import static_network
 
 logger = logging.getLogger(__name__)
@@ -218,14 +219,14 @@ def _build_compile(net, device, opts: BackendOptions) -> tuple[Callable, str]:
         model = AutocastModel(model, "cuda")
     mode = opts.compile_mode or ("reduce-overhead" if cuda else None)
     compiled = torch.compile(model, dynamic=False, fullgraph=True, mode=mode)
-    example = torch.zeros((opts.sw_batch_size, 1, *opts.roi_size), device=device)
+    example = torch.zeros((opts.sw_batch_size, input_channels(net), *opts.roi_size), device=device)
     with torch.no_grad():  # compile now (the first request pays, not the n-th window of it); errors surface here
         compiled(example)
     return FixedBatch(compiled, opts.sw_batch_size), "amp-fp16" if cuda else "fp32"
 
 
 def trace_model(net: nn.Module, device, roi_size, batch: int = 1) -> torch.jit.ScriptModule:
-    example = torch.zeros((batch, 1, *roi_size), device=device)
+    example = torch.zeros((batch, input_channels(net), *roi_size), device=device)
     with torch.no_grad():
         return torch.jit.trace(static_network(net).to(device).eval(), example, check_trace=False)
 
@@ -266,7 +267,7 @@ def build_tensorrt(net, device, precision: str, roi_size, batch_range, opt_batch
     return convert_to_trt(
         static_network(net).to(device).eval(),
         precision=precision,
-        input_shape=[opt, 1, *roi_size],
+        input_shape=[opt, input_channels(net), *roi_size],
         dynamic_batchsize=[lo, opt, hi],
         use_trace=True,
         verify=False,

@@ -19,7 +19,7 @@ from lib.runtime.backends import (
     trace_model,
 )
 from lib import atomic
-from lib.networks.factory import NetworkSpec, file_checksum
+from lib.networks.factory import NetworkSpec, file_checksum, input_channels
 from lib.runtime.aot_package import aot_package_path
 from lib.runtime.engine_cache import cached_engine_path, prune_engines
 
@@ -62,7 +62,7 @@ def export_model(
     if output is None:
         prune_engines(os.path.dirname(path), weights, fmt, precision, path)
     if verify:
-        x = torch.rand((min(2, int(batch_range[1])), 1, *roi_size), device=device)
+        x = torch.rand((min(2, int(batch_range[1])), input_channels(net), *roi_size), device=device)
         loaded = torch.jit.load(path, map_location=device).eval()
         with torch.no_grad():
             ref, out = net(x).float(), loaded(x).float()

@@ -107,6 +107,7 @@ def fit(
     val_every: int = 150,
     val_roi=(96, 96, 96),
     flip_prob: float = 0.0,
+    clicks=None,
     on_best: Callable[[torch.nn.Module, dict, int], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> FitResult:
@@ -117,7 +118,11 @@ def fit(
 
     ``on_best(net, dice, step)`` is called whenever the validation score (the first label's Dice + half the
     mean of the others', e.g. pancreas + tumour / 2) improves; without validation cases it is called once at the end.
+    ``clicks`` (a :class:`lib.trainers.click_simulation.ClickSimulation`): train an interactive network on simulated
+    clicks; it is validated in its automatic mode (no clicks).
     """
+    from lib.clicks import WithGuidance
+
     roi = (crop,) * 3
     ds = Dataset(list(train_cases), transform=Compose(augmentation(task, roi, num_samples=batch, flip_prob=flip_prob)))
     loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=1, persistent_workers=True)
@@ -136,7 +141,8 @@ def fit(
             for g in opt.param_groups:
                 g["lr"] = cur_lr
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(batch_data["image"]), batch_data["label"])
+            inputs = clicks(net, batch_data["image"], batch_data["label"]) if clicks else batch_data["image"]
+            loss = loss_fn(net(inputs), batch_data["label"])
             loss.backward()
             opt.step()
             step += 1
@@ -144,7 +150,8 @@ def fit(
                 log(f"step {step} loss {loss.item():.4f} lr {cur_lr:.2e} elapsed {elapsed / 60:.1f} min")
             finished = elapsed >= budget or step >= max_steps
             if val_cases and (step % val_every == 0 or finished):
-                dice = validate(net, val_cases, val_roi, class_names=task.class_names)
+                dice = validate(WithGuidance(net, task.num_classes) if clicks else net, val_cases, val_roi,
+                                class_names=task.class_names)
                 history.append({"step": step, "minutes": round(elapsed / 60, 2), **dice})
                 log(f"validation at step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()))
                 score = fit_score(dice, task)

@@ -83,6 +83,12 @@ TRAIN_PARAMS: tuple[Param, ...] = (
     Param("sw_overlap", -1.0, "float", "sliding-window overlap of validation (-1: the profile's)"),
 ) + COMMON_PARAMS
 
+INTERACTIVE_PARAMS: tuple[Param, ...] = (
+    Param("no_click_prob", 0.3, "float", "interactive model: fraction of crops trained with no clicks (the automatic mode)"),
+    Param("initial_clicks", 2, "int", "interactive model: at most this many clicks per class drawn from the label"),
+    Param("click_rounds", 2, "int", "interactive model: at most this many rounds of clicks in the prediction's errors"),
+)
+
 
 class _SegmentationTrainBase(TrainTask):
     task_name = ""
@@ -184,9 +190,14 @@ class SegmentationTrainTask(_SegmentationTrainBase):
     params = TRAIN_PARAMS
 
     def __init__(self, name: str, model_dir: str, task: SegmentationTask, network: str, profile: Profile, arch_file: str,
-                 weights: list[str], trained_file: str, searched_arch_file: str):
+                 weights: list[str], trained_file: str, searched_arch_file: str, interactive: bool = False,
+                 sigma_mm: float = 5.0):
         self.task_name = name
-        super().__init__(model_dir, task, profile, f"Train the {NETWORK_TITLES[network]} {task.name} model on the final labels")
+        self.interactive, self.sigma_mm = bool(interactive), float(sigma_mm)
+        if self.interactive:
+            self.params = TRAIN_PARAMS + INTERACTIVE_PARAMS
+        kind = "interactive (DeepEdit-style, simulated clicks)" if interactive else NETWORK_TITLES[network]
+        super().__init__(model_dir, task, profile, f"Train the {kind} {task.name} model on the final labels")
         self.network = network
         self.arch_file = arch_file
         self.weights = list(weights)
@@ -227,6 +238,8 @@ class SegmentationTrainTask(_SegmentationTrainBase):
         p = self.profile
         cfg.update({
             "name": self.task_name, "network": self.network, "num_classes": self.task.num_classes,
+            "interactive": self.interactive, "in_channels": 1 + self.task.num_classes if self.interactive else 1,
+            "sigma_mm": self.sigma_mm,
             "class_names": self.task.class_names,
             "arch_code": arch.as_dict() if arch is not None else None, "arch_file": arch_file, "current_arch": current_arch,
             "channel_mul": p.channel_mul, "trained_file": self.trained_file,

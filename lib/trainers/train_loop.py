@@ -18,9 +18,11 @@ import time
 import numpy as np
 import torch
 
+from lib.clicks import WithGuidance
 from lib.networks.arch_code import arch_code_from_mapping
 from lib.networks.factory import build_network, embedded_arch, extract_state_dict, file_checksum, load_checkpoint, load_network, save_checkpoint
 from lib.task import get_task
+from lib.trainers.click_simulation import ClickSimulation
 from lib.trainers.data import train_loader, val_loader
 from lib.trainers.distributed import all_sum, broadcast_module, partition, run_rank
 from lib.trainers.validation import autocast, validate
@@ -45,8 +47,9 @@ def _start_state(cfg: dict, arch):
     try:
         ckpt = load_checkpoint(path)
         meta = ckpt.get("meta", {}) if isinstance(ckpt.get("meta"), dict) else {}
-        if str(meta.get("network", "dints")) != cfg["network"] or int(meta.get("num_classes", cfg["num_classes"])) != cfg["num_classes"]:
-            return None, f"from scratch ({os.path.basename(path)} is another network or task)"
+        if (str(meta.get("network", "dints")) != cfg["network"] or int(meta.get("num_classes", cfg["num_classes"])) != cfg["num_classes"]
+                or int(meta.get("in_channels", 1)) != cfg["in_channels"]):
+            return None, f"from scratch ({os.path.basename(path)} is another network, task or model kind)"
         if cfg["network"] != "dints":
             state = {k: v.float() if v.is_floating_point() else v for k, v in extract_state_dict(ckpt).items()}
             return state, f"fine-tuning {os.path.basename(path)}"
@@ -73,7 +76,7 @@ def _train(rank, world_size, cfg, device, progress):
     np.random.seed(cfg["seed"])
     name, task = cfg["name"], get_task(cfg["task"])
     arch = arch_code_from_mapping(cfg["arch_code"], cfg["arch_file"]) if cfg["arch_code"] is not None else None
-    net = build_network(cfg["network"], cfg["num_classes"], arch, cfg["channel_mul"])
+    net = build_network(cfg["network"], cfg["num_classes"], arch, cfg["channel_mul"], cfg["in_channels"])
     described = arch.describe() + f", channel_mul {cfg['channel_mul']}" if arch is not None else cfg["network"]
     state, start = _start_state(cfg, arch)
     if state is not None:
@@ -99,7 +102,12 @@ def _train(rank, world_size, cfg, device, progress):
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg["lr_step_epochs"]), gamma=0.5)
     scaler = torch.amp.GradScaler("cuda") if amp else None
 
+    # an interactive network learns from simulated clicks and is validated in its automatic mode (no clicks)
+    simulate = (ClickSimulation(task.num_classes, cfg["spacing"], cfg["sigma_mm"], cfg["no_click_prob"], cfg["initial_clicks"],
+                                cfg["click_rounds"], seed=cfg["seed"] + 1000 * rank) if cfg["interactive"] else None)
+
     def evaluate(m):
+        m = WithGuidance(m, task.num_classes) if simulate else m
         return validate(m, loader_v, cfg["val_roi_size"], cfg["sw_batch_size"], cfg["sw_overlap"], device, amp, world_size,
                         task.class_names)
 
@@ -113,7 +121,7 @@ def _train(rank, world_size, cfg, device, progress):
                     cur_net = net
                 else:
                     cur_net, _ = load_network(current, arch_code_from_mapping(cfg["current_arch"]) if cfg.get("current_arch") else None,
-                                              cfg["channel_mul"], cfg["num_classes"], cfg["network"])
+                                              cfg["channel_mul"], cfg["num_classes"], cfg["network"], cfg["in_channels"])
                     cur_net = cur_net.to(device)
                 baseline = evaluate(cur_net)["mean_dice"]
             except Exception as exc:
@@ -132,6 +140,8 @@ def _train(rank, world_size, cfg, device, progress):
         losses = []
         for batch in loader_t:
             inputs, labels = batch["image"].to(device), batch["label"].to(device).long()
+            if simulate:
+                inputs = simulate(model, inputs, labels)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, amp):
                 loss = loss_fn(model(inputs), labels)
@@ -182,6 +192,7 @@ def _publish(net, arch, cfg, epoch, val) -> None:
     meta = {
         "profile": cfg["profile"], "channel_mul": cfg["channel_mul"], "spacing": list(cfg["spacing"]),
         "network": cfg["network"], "num_classes": cfg["num_classes"], "labels": dict(get_task(cfg["task"]).labels),
+        "in_channels": cfg["in_channels"], "interactive": bool(cfg["interactive"]),
         "epoch": epoch, "validation": val, "trained_on": [d["id"] for d in cfg["items_train"]],
         "validated_on": [d["id"] for d in cfg["items_val"]], "arch_file": cfg["arch_file"],
         "task": cfg["task"], "model": cfg["name"], "saved": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -1,0 +1,62 @@
+"""``TaskConfig`` of the interactive model ``deepedit_<task>`` (DeepEdit-style clicks on a DiNTS network).
+
+The same task, profile, architecture, limits and labelled images as the automatic model (it is a
+:class:`SegmentationConfig` with 1 + classes input channels); its weights are
+``pretrained_deepedit_<task>_<profile>.pt`` (shipped) / ``deepedit_<task>_<profile>.pt`` (published by
+``POST /train/deepedit_<task>``). It always runs eagerly (``torch``): a click runs one window, where compiling
+does not pay. ``--conf interactive false`` leaves it out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lib.configs.segmentation import SegmentationConfig
+from lib.task import get_task
+
+
+def interactive_name(conf: dict[str, str]) -> str:
+    return f"deepedit_{get_task(conf.get('task')).name}"
+
+
+class InteractiveConfig(SegmentationConfig):
+    conf_prefix = "interactive_"
+
+    def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs):
+        conf = {k: v for k, v in conf.items() if k not in ("network", "backend", "background_compile")}
+        conf.update(network="dints", backend="torch", background_compile="false")
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.sigma_mm = float(conf.get("guidance_sigma_mm", 5.0))
+        self.cache_mb = float(conf.get("click_cache_mb", 1024))
+
+    def weights_stem(self) -> str:
+        return "deepedit"
+
+    def in_channels(self) -> int:
+        return 1 + self.task.num_classes  # the CT and one guidance channel per class, background included
+
+    def infer(self):
+        from lib.infers.interactive import InteractiveInfer
+
+        task = InteractiveInfer(self.served, self.task, self.profile, limits=self.limits, fast_path=self.fast_path,
+                                num_threads=self.num_threads, min_component_fraction=self.min_component_fraction,
+                                sigma_mm=self.sigma_mm, cache_mb=self.cache_mb)
+        return {self.name: task}
+
+    def trainer(self):
+        """``POST /train/deepedit_<task>``: the automatic model's trainer with DeepEdit's click simulation."""
+        from lib.trainers.tasks import SegmentationTrainTask
+
+        return SegmentationTrainTask(self.name, self.model_dir, self.task, self.network, self.profile, arch_file=self.arch_file,
+                                     weights=self.weights, trained_file=self.trained_file,
+                                     searched_arch_file=self.searched_arch_file(), interactive=True,
+                                     sigma_mm=self.sigma_mm)
+
+    def search_trainer(self):
+        return None
+
+    def scoring_method(self):
+        return {}
+
+    def strategy(self, on_not_ready=None):
+        return {}

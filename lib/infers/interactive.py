@@ -1,0 +1,325 @@
+"""The interactive (DeepEdit-style) infer task, ``deepedit_<task>``: clicks that steer a DiNTS network.
+
+The network takes the CT and one guidance channel per class, background included (DeepEdit's layout; the
+guidance is :func:`lib.clicks.paint_clicks`). MONAI Label's ``deepedit`` type makes the stock 3D Slicer module
+show its click tools; with no clicks the answer is an automatic segmentation.
+
+Per image (datastore image or session upload) and model checksum, :class:`lib.runtime.click_cache.StateCache`
+keeps the preprocessed volume, the class probabilities and the label of the last answer. A request then costs:
+
+* **first request** of an image: load, preprocess, the automatic coarse-to-fine pass (:mod:`lib.runtime.fast_path`,
+  guidance all zero), restore to the input grid - as ``dints_pancreas``;
+* **a click** (added or removed since the last answer): one window of the profile's size centred on each changed
+  click, run with the guidance of *all* current clicks, its probabilities blended into the kept ones with a
+  weight that is 1 at the click and falls to 0 at the window's edge (so nothing jumps at the seam); then only the
+  input voxels whose model-grid class changed, or that lie within the guidance's reach of a changed click, are
+  resampled and written into the label. The clicked voxel itself always takes its click's label (a click is
+  never overruled at the spot where it was placed; around it, the network decides). Everything else keeps the previous answer - or the client's own label
+  when it sends one (``label`` upload: edits made by hand elsewhere survive the click). A click taken back
+  re-runs its window without it; taking every click back answers the automatic segmentation again (a fresh
+  first pass).
+
+Clicks arrive in voxel indices of the image as the client loaded it and go through the image's own geometry
+(:func:`lib.clicks.to_model_grid`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from monai.transforms import Compose
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+from scipy import ndimage
+
+from lib.clicks import Clicks, WithGuidance, click_names, guidance_box, parse_clicks, sigma_voxels, to_model_grid
+from lib.errors import InputError
+from lib.preprocessing import ct_preprocessing
+from lib.profiles import Profile
+from lib.runtime.click_cache import ImageState, StateCache, image_key
+from lib.runtime.fast_path import FastPathOptions, configure_threads, fast_pass
+from lib.runtime.served_model import ServedModel
+from lib.task import SegmentationTask
+from lib.transforms.components import DEFAULT_MIN_FRACTION, bounding_slices, drop_small_components
+from lib.transforms.load import InputLimits
+from lib.transforms.restore import resample_argmax, restore_label
+from lib.transforms.scores import class_argmax
+from lib.transforms.writer import normalise_extension, write_label
+
+logger = logging.getLogger(__name__)
+
+
+def click_weight(roi: Sequence[int], lo: Sequence[int], centre: Sequence[float]) -> torch.Tensor:
+    """Blending weight of a click window [lo, lo + roi): a Gaussian (sigma roi/4) around the click, shifted and
+    scaled to be 1 at the click and 0 from half a window away."""
+    axes = []
+    for a in range(3):
+        sigma = roi[a] / 4.0
+        d = torch.arange(lo[a], lo[a] + roi[a], dtype=torch.float32) - float(centre[a])
+        edge = float(np.exp(-0.5 * (roi[a] / 2.0 / sigma) ** 2))
+        axes.append(((torch.exp(-0.5 * (d / sigma) ** 2) - edge) / (1.0 - edge)).clamp(min=0.0))
+    return axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+
+
+def window_at(centre: Sequence[float], roi: Sequence[int], shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, lo + roi) centred on ``centre``, moved inside the grid (axes shorter than the window start at 0)."""
+    lo = np.floor(np.asarray(centre, dtype=np.float64) - np.asarray(roi) / 2.0 + 0.5).astype(int)
+    lo = np.clip(lo, 0, np.maximum(np.asarray(shape) - np.asarray(roi), 0))
+    return lo, lo + np.asarray(roi)
+
+
+def crop_padded(volume: torch.Tensor, lo: Sequence[int], hi: Sequence[int]) -> torch.Tensor:
+    """volume[:, lo:hi] with zeros where [lo, hi) runs past the grid (a grid smaller than the window)."""
+    out = volume.new_zeros((volume.shape[0], *(int(h) - int(l) for l, h in zip(lo, hi))))
+    src_hi = [min(int(h), s) for h, s in zip(hi, volume.shape[1:])]
+    out[:, : src_hi[0] - lo[0], : src_hi[1] - lo[1], : src_hi[2] - lo[2]] = volume[:, lo[0]:src_hi[0], lo[1]:src_hi[1], lo[2]:src_hi[2]]
+    return out
+
+
+class InteractiveInfer(BasicInferTask):
+    """MONAI Label ``deepedit`` task: automatic segmentation plus clicks per label (see the module docstring)."""
+
+    def __init__(
+        self,
+        served: ServedModel,
+        task: SegmentationTask,
+        profile: Profile,
+        limits: InputLimits | None = None,
+        fast_path: FastPathOptions | None = None,
+        num_threads: int = 0,
+        min_component_fraction: float = DEFAULT_MIN_FRACTION,
+        sigma_mm: float = 5.0,
+        cache_mb: float = 1024,
+        description: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(
+            path=list(served.weights),
+            network=None,
+            type=InferType.DEEPEDIT,
+            labels=dict(task.labels),
+            dimension=3,
+            description=description or f"Interactive DiNTS (DeepEdit-style clicks) for the {task.description}",
+            roi_size=profile.roi_size,
+            config={"profile": profile.name, "result_extension": ".nii.gz", "guidance_sigma_mm": float(sigma_mm)},
+            **kwargs,
+        )
+        self.served, self.task, self.profile = served, task, profile
+        self.limits = limits or InputLimits()
+        self.fast_path = fast_path or FastPathOptions()
+        self.num_threads = int(num_threads or 0)
+        self.min_component_fraction = float(min_component_fraction)
+        self.sigma_mm = float(sigma_mm)
+        self.cache = StateCache(cache_mb)
+
+    # ---- model -----------------------------------------------------------------------------------
+    def is_valid(self) -> bool:
+        return True  # listed without weights too: trained from the client (POST /train/<model>)
+
+    def model_info(self) -> dict[str, Any]:
+        return self.served.info()
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        info["model"] = self.model_info()
+        if info["model"]["path"] is None:
+            info["model"]["note"] = "no weights yet: train this model (POST /train/<model>) or install weights"
+        info["task"] = self.task.name
+        info["network"] = self.served.spec.network
+        info["clicks"] = {"labels": list(click_names(self.task.labels)), "format": "{label: [[i, j, k], ...]} voxel indices"}
+        return info
+
+    def warm_up(self, device: str = "cpu", wait: bool = False, timeout: float | None = None):
+        self.served.network(device)
+
+    def pre_transforms(self, data=None):
+        return ct_preprocessing(self.task, self.profile.spacing, ("image",), loader="checked", limits=self.limits)
+
+    def post_transforms(self, data=None):
+        return []  # the label is restored region by region in __call__
+
+    # ---- one request -----------------------------------------------------------------------------
+    def __call__(self, request, callbacks=None):
+        start = time.time()
+        configure_threads(self.num_threads)
+        device = "cuda" if str(request.get("device", "cpu")).startswith("cuda") and torch.cuda.is_available() else "cpu"
+        ext = self._extension(request)
+        net = self.served.network(device)  # 503 without weights
+        path = request.get("image")
+        if not isinstance(path, str) or not os.path.exists(path):
+            raise InputError("image not found", 404)
+        key = image_key(path, self.served.checksum())
+        state, cached = self.cache.get(key), True
+        if state is None:
+            state, cached = self._first_pass(path, net, device), False
+        clicks_in = parse_clicks(request, self.task.labels, state.input_shape)
+        if not clicks_in and state.clicks:  # every click taken back: the automatic answer again, exactly
+            state, cached = self._first_pass(path, net, device), False
+        clicks = to_model_grid(clicks_in, state.input_affine, state.model_affine, state.image.shape[1:])
+        base = self._client_label(request.get("label"), state) if request.get("label") else state.label
+        changed = clicks.pairs() ^ state.clicks.pairs()
+        stats = {"cached": cached, "clicks": clicks_in.count, "changed_clicks": len(changed), "windows": 0}
+        label = base
+        if changed:
+            label, run = self._apply_clicks(state, clicks, sorted(changed), base, net, device)
+            stats.update(run)
+        state.clicks, state.label = clicks, label
+        self.cache.put(key, state)
+        stats["seconds"] = round(time.time() - start, 3)
+        if not cached:
+            stats["first_pass_seconds"] = round(state.first_seconds, 3)
+        logger.info(f"Interactive inference: {stats}")
+        result = {"label_names": dict(self.task.labels), "model": self.model_info(), "inference": stats}
+        if not request.get("result_write_to_file", True):
+            return label, result
+        out = write_label(label, state.input_affine, ext, dict(self.task.labels))
+        result["voxels"] = {name: int((label == value).sum()) for name, value in self.task.labels.items()}
+        return out, result
+
+    def _extension(self, request) -> str:
+        try:
+            return normalise_extension(request.get("result_extension"))
+        except ValueError as exc:
+            raise InputError(str(exc), 400) from exc
+
+    def _first_pass(self, path: str, net: torch.nn.Module, device: str) -> ImageState:
+        """Load + preprocess + the automatic pass (guidance zero) + restore: the state the clicks start from."""
+        t0 = time.time()
+        data = Compose(self.pre_transforms())({"image": path})
+        image = data["image"]
+        model_affine = np.asarray(image.affine, dtype=np.float64)
+        image = image.as_tensor().float() if hasattr(image, "as_tensor") else torch.as_tensor(image).float()
+        auto = WithGuidance(net, self.task.num_classes)
+        c = self.task.num_classes
+        with torch.no_grad():
+            result = fast_pass(image, auto, self.profile.roi_size, self.profile.sw_batch_size, self.profile.sw_overlap,
+                               self.profile.spacing, self.fast_path, any_shape=True, out_channels=c,
+                               min_component_fraction=self.min_component_fraction, coarse_forward=auto)
+        box = torch.softmax(result.scores.float(), 0)
+        box, _ = drop_small_components(box, self.min_component_fraction)
+        scores = torch.zeros((c, *image.shape[1:]), dtype=torch.float16)
+        scores[0] = 1.0  # outside the fast path's box: background
+        lo = result.offset
+        hi = [o + s for o, s in zip(lo, box.shape[1:])]
+        scores[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box.half()
+        label = restore_label(box, lo, model_affine, data["image_input_affine"], data["image_input_shape"])
+        return ImageState(image=image, model_affine=model_affine, input_affine=np.asarray(data["image_input_affine"]),
+                          input_shape=tuple(int(s) for s in data["image_input_shape"]), scores=scores,
+                          clicks=Clicks(), label=label, first_seconds=time.time() - t0)
+
+    def _client_label(self, path: str, state: ImageState) -> np.ndarray:
+        """The label the client sent (its current segmentation), on the image's grid with this task's values."""
+        from monai.transforms import LoadImage
+
+        try:
+            arr = np.asarray(LoadImage(image_only=True, dtype=None)(path))
+        except Exception as exc:
+            raise InputError(f"the label sent with the request cannot be read: {str(exc).splitlines()[0]}", 422) from exc
+        arr = arr.reshape([s for s in arr.shape if s != 1] if arr.ndim > 3 else arr.shape)
+        if tuple(arr.shape) != tuple(state.input_shape):
+            raise InputError(f"the label sent has shape {list(arr.shape)}, the image {list(state.input_shape)}", 422)
+        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
+            raise InputError("the label sent has fractional or non-finite values; a label holds class values", 422)
+        values = set(np.unique(arr).astype(int).tolist())
+        allowed = {0, *self.task.labels.values()}
+        if not values <= allowed:
+            raise InputError(f"the label sent has values {sorted(values - allowed)}; this model's labels are "
+                             f"{dict(self.task.labels)}", 422)
+        return arr.astype(np.uint8)
+
+    def _apply_clicks(self, state: ImageState, clicks: Clicks, changed: list, base: np.ndarray, net, device: str):
+        """Re-run one window per changed click, blend, and re-restore only what can have changed."""
+        t0 = time.time()
+        roi = [int(r) for r in self.profile.roi_size]
+        shape = state.image.shape[1:]
+        c = self.task.num_classes
+        sigma = sigma_voxels(self.sigma_mm, self.profile.spacing)
+        centres = [p for _, p in changed]
+        boxes = [window_at(p, roi, shape) for p in centres]
+        inputs = []
+        for lo, hi in boxes:
+            img = crop_padded(state.image, lo, hi)
+            inputs.append(torch.cat([img, guidance_box(clicks, c, lo, hi, sigma)], 0))
+        outs = []
+        with torch.no_grad():
+            batch = max(1, int(self.profile.sw_batch_size))
+            for i in range(0, len(inputs), batch):
+                x = torch.stack(inputs[i:i + batch]).to(device)
+                outs.append(torch.softmax(net(x).float(), 1).cpu())
+        outs = torch.cat(outs)
+        t_net = time.time() - t0
+        changed_mask = np.zeros(shape, dtype=bool)
+        for (lo, hi), centre, out in zip(boxes, centres, outs):
+            hi_c = np.minimum(hi, shape)
+            sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi_c))
+            valid = tuple(slice(0, int(b - a)) for a, b in zip(lo, hi_c))
+            w = click_weight(roi, lo, centre)[valid]
+            old = state.scores[(slice(None), *sl)].float()
+            new = w * out[(slice(None), *valid)] + (1.0 - w) * old
+            state.scores[(slice(None), *sl)] = new.half()
+            changed_mask[sl] |= (class_argmax(new) != class_argmax(old)).numpy()
+            reach = np.ceil(3 * sigma).astype(int)  # the click's own neighbourhood is always re-restored
+            p = np.round(centre).astype(int)
+            near = tuple(slice(max(0, int(p[a] - reach[a])), min(int(shape[a]), int(p[a] + reach[a] + 1))) for a in range(3))
+            changed_mask[near] = True
+        # the clicked voxel itself always takes its click's label (the 8 model voxels its trilinear sample reads)
+        for cls, pts in clicks.points.items():
+            for p in pts:
+                lo = np.clip(np.floor(p).astype(int), 0, np.asarray(shape) - 1)
+                sl = tuple(slice(int(a), int(a) + 2) for a in lo)
+                state.scores[(slice(None), *sl)] = 0
+                state.scores[(cls, *sl)] = 1
+                changed_mask[sl] = True
+        label = base.copy()
+        voxels = self._restore_changed(state, changed_mask, label)
+        return label, {"windows": len(boxes), "network_seconds": round(t_net, 3), "restored_voxels": voxels}
+
+    def _restore_changed(self, state: ImageState, changed: np.ndarray, label: np.ndarray) -> int:
+        """Write into ``label`` (input grid) the new class of every input voxel whose nearest model voxel changed."""
+        box = bounding_slices(changed, margin=1)
+        if box is None:
+            return 0
+        grown = ndimage.binary_dilation(changed[box], structure=np.ones((3, 3, 3), bool))
+        comps, _ = ndimage.label(grown)
+        to_input = np.linalg.inv(state.input_affine) @ state.model_affine  # model index -> input index
+        to_model = np.linalg.inv(state.model_affine) @ state.input_affine
+        shape_in = np.asarray(state.input_shape)
+        mask_full = np.zeros(changed.shape, dtype=bool)
+        mask_full[box] = grown
+        done = 0
+        for sl in ndimage.find_objects(comps):
+            lo_m = np.array([b.start + s.start for b, s in zip(box, sl)], dtype=np.float64)
+            hi_m = np.array([b.start + s.stop for b, s in zip(box, sl)], dtype=np.float64)
+            corners = np.array([[x, y, z, 1.0] for x in (lo_m[0] - 1, hi_m[0]) for y in (lo_m[1] - 1, hi_m[1])
+                                for z in (lo_m[2] - 1, hi_m[2])])
+            idx = (to_input @ corners.T)[:3].T
+            lo = np.clip(np.floor(idx.min(0)).astype(int), 0, shape_in)
+            hi = np.clip(np.ceil(idx.max(0)).astype(int) + 1, 0, shape_in)
+            if np.any(hi <= lo):
+                continue
+            sub = np.eye(4)
+            sub[:3, 3] = lo
+            sub_affine = state.input_affine @ sub
+            # the scores of this component's box (+2 voxels: the trilinear support), as their own small grid
+            s_lo = np.maximum(lo_m.astype(int) - 2, 0)
+            s_hi = np.minimum(hi_m.astype(int) + 2, changed.shape)
+            shift = np.eye(4)
+            shift[:3, 3] = s_lo
+            scores = state.scores[:, s_lo[0]:s_hi[0], s_lo[1]:s_hi[1], s_lo[2]:s_hi[2]]
+            new = resample_argmax(scores, state.model_affine @ shift, sub_affine, tuple(int(v) for v in hi - lo))
+            # which of these input voxels fall (nearest) on a changed model voxel
+            ii, jj, kk = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij")
+            pts = np.stack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)])
+            m = np.rint((to_model @ pts)[:3]).astype(int)
+            for a in range(3):
+                np.clip(m[a], 0, changed.shape[a] - 1, out=m[a])
+            hit = mask_full[m[0], m[1], m[2]].reshape(ii.shape)
+            region = label[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            region[hit] = new[hit]
+            done += int(hit.sum())
+        return done

@@ -1,0 +1,101 @@
+"""DeepEdit's click simulation for training an interactive network, on batches of crops.
+
+Per crop: with probability ``no_click_prob`` no clicks at all (the guidance stays zero, so the automatic mode
+is trained too); otherwise up to ``max_initial`` clicks per class drawn from the label (deep points more often:
+probability proportional to the squared distance to the class border), then up to ``max_rounds`` rounds in
+which the current network (no gradient) predicts and one click per class is added in that class's error region
+(a missed class voxel, or a background click on a false positive): with probability ``deepest_prob`` where
+the robot user (:func:`lib.robot_user.next_click`) and a careful annotator would put it, deep inside the largest
+error region, else drawn like the initial clicks. The guidance channels are :func:`lib.clicks.paint_clicks`,
+exactly what inference builds from the client's clicks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from lib.clicks import Clicks, DEFAULT_SIGMA_MM, paint_clicks, sigma_voxels
+
+
+def sample_deep_point(mask: np.ndarray, rng: np.random.Generator, spacing: Sequence[float]) -> tuple[float, float, float] | None:
+    """A voxel of ``mask`` drawn with probability proportional to its squared distance to the mask's border."""
+    if not mask.any():
+        return None
+    box = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in ndimage.find_objects(mask.astype(np.uint8))[0])
+    dist = ndimage.distance_transform_edt(mask[box], sampling=spacing) ** 2
+    flat = dist.ravel()
+    total = flat.sum()
+    if total <= 0:
+        return None
+    i = rng.choice(flat.size, p=flat / total)
+    return tuple(float(v + s.start) for v, s in zip(np.unravel_index(i, dist.shape), box))
+
+
+@dataclass
+class ClickSimulation:
+    num_classes: int
+    spacing: Sequence[float]
+    sigma_mm: float = DEFAULT_SIGMA_MM
+    no_click_prob: float = 0.3
+    max_initial: int = 2
+    max_rounds: int = 2
+    deepest_prob: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+        self.sigma = sigma_voxels(self.sigma_mm, self.spacing)
+
+    def guidance(self, clicks: Clicks, shape) -> torch.Tensor:
+        return paint_clicks(torch.zeros((self.num_classes, *shape)), clicks, self.sigma)
+
+    def initial(self, label: np.ndarray) -> dict[int, list]:
+        points: dict[int, list] = {}
+        for c in range(self.num_classes):
+            n = int(self.rng.integers(0, self.max_initial + 1))
+            mask = label == c
+            for _ in range(n if mask.any() else 0):
+                p = sample_deep_point(mask, self.rng, self.spacing)
+                if p is not None:
+                    points.setdefault(c, []).append(p)
+        return points
+
+    def error_clicks(self, label: np.ndarray, pred: np.ndarray, points: dict[int, list]) -> None:
+        if self.deepest_prob > 0 and self.rng.random() < self.deepest_prob:
+            from lib.robot_user import next_click
+
+            for c in range(1, self.num_classes):  # the robot's click for each class (it picks the click's label)
+                click = next_click(pred, label, c, self.spacing)
+                if click is not None:
+                    points.setdefault(click[0], []).append(tuple(float(v) for v in click[1]))
+            return
+        for c in range(self.num_classes):
+            missed = (label == c) & (pred != c)  # background: a false positive of some class
+            p = sample_deep_point(missed, self.rng, self.spacing)
+            if p is not None:
+                points.setdefault(c, []).append(p)
+
+    def __call__(self, net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 1, x, y, z) crops and (B, 1, x, y, z) labels -> (B, 1 + C, x, y, z) network inputs."""
+        shape = images.shape[2:]
+        lab = labels[:, 0].detach().cpu().numpy().astype(np.int64)
+        active = [bool(self.rng.random() >= self.no_click_prob) for _ in range(images.shape[0])]
+        points = [self.initial(lab[b]) if active[b] else {} for b in range(images.shape[0])]
+
+        def build() -> torch.Tensor:
+            g = torch.stack([self.guidance(Clicks({c: tuple(p) for c, p in pts.items()}), shape) for pts in points])
+            return torch.cat([images, g.to(images.device, images.dtype)], 1)
+
+        rounds = int(self.rng.integers(0, self.max_rounds + 1)) if any(active) else 0
+        for _ in range(rounds):
+            with torch.no_grad():
+                pred = net(build()).argmax(1).cpu().numpy()
+            for b in range(images.shape[0]):
+                if active[b]:
+                    self.error_clicks(lab[b], pred[b], points[b])
+        return build()
