@@ -206,3 +206,27 @@ def test_two_process_gloo_search_and_train_same_format(tiny_studies, model_dir, 
     assert set(ckpt) == {"model", "arch", "meta"}
     assert not any(k.startswith("module.") for k in ckpt["model"])
     load_network(stats["published_file"], None, 0.25, 3)
+
+
+def test_interactive_model_trains_on_simulated_clicks_and_publishes_its_own_file(tiny_studies, model_dir):
+    """``POST /train/deepedit_pancreas`` in process: 1 + 3 input channels, its own weights file, fine-tuned the second time."""
+    from lib.configs.interactive import InteractiveConfig
+
+    cfg = InteractiveConfig()
+    cfg.init("deepedit_pancreas", str(model_dir), {"profile": "cpu"}, None)
+    (model_dir / "pretrained_deepedit_pancreas_cpu.pt").unlink(missing_ok=True)  # start from nothing
+    train = cfg.trainer()
+    assert {"no_click_prob", "initial_clicks", "click_rounds"} <= set(train.config())
+    ds = _datastore(tiny_studies)
+    stats = train(dict(TINY_TRAIN, epochs=1, no_click_prob=0.0), ds)
+    assert stats["status"] == "DONE", stats
+    published = model_dir / "deepedit_pancreas_cpu.pt"
+    assert stats["published_file"] == str(published) and stats["start"].startswith("from scratch")
+    net, meta = load_network(published, None, 0.25, 3, in_channels=4)
+    assert meta["in_channels"] == 4 and meta["interactive"] is True
+    assert net(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+    with pytest.raises(Exception, match="input channels"):  # never served as the automatic model
+        load_network(published, None, 0.25, 3)
+    assert not (model_dir / "dints_pancreas_cpu.pt").exists()  # the automatic model's file is not touched
+    stats = train(dict(TINY_TRAIN, epochs=1), ds)
+    assert stats["status"] == "DONE" and stats["start"].startswith("fine-tuning deepedit_pancreas_cpu.pt"), stats["start"]

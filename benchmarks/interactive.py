@@ -1,0 +1,224 @@
+"""How many clicks does it take? The robot user (:mod:`lib.robot_user`) against the interactive model.
+
+    python benchmarks/interactive.py --quick     # a few minutes on a 2-core CPU
+    python benchmarks/interactive.py             # the README's figures
+
+The served infer task itself (``deepedit_pancreas`` as the app builds it, with its per-image cache) is called
+in process, request by request, exactly as a client's requests reach it: each request carries every click so
+far. On held-out phantoms (seeds 9500+, preset ``train``; never used for training, validation or the sample
+datastore):
+
+* **pancreas**: Dice of the pancreas after k = 0 (automatic) .. ``--clicks`` robot clicks on the pancreas, and
+  NoC@85 / NoC@90 (clicks to reach that Dice, capped at 20);
+* **tumour** (phantoms that have one): Dice of the tumour after k = 0 .. ``--tumour-clicks`` clicks on the tumour,
+  starting from the automatic answer;
+* **latency**: the time from request to written label file per click on a 512 x 512 x 181 phantom (clinical
+  grid), after the first (automatic) request, whose time is reported on its own;
+* **real CT** (``../shared/data/real-ct``, when present): the pancreas curve against its reference mask, which
+  is another model's output - reported, never tuned to.
+
+Writes ``benchmarks/results/interactive_<mode>.json`` and a plot ``interactive_<mode>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.models import cpu_description  # noqa: E402
+
+HELDOUT_SEED_BASE = 9500
+REAL_CT = REPO_ROOT.parent / "shared" / "data" / "real-ct"
+MODES = {
+    "quick": dict(cases=3, clicks=5, cap=8, tumour_clicks=3, latency_clicks=3),
+    "full": dict(cases=10, clicks=10, cap=20, tumour_clicks=10, latency_clicks=10),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def spacing_of(affine: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
+
+
+def click_curve(task, path: str, truth: np.ndarray, value: int, affine, n_clicks: int, cap: int, names: dict):
+    """Dice of class ``value`` after 0..max(n_clicks, clicks to 0.90 or ``cap``) robot clicks, and the click times."""
+    from lib.robot_user import dice, next_click
+
+    task.cache.clear()
+    label, res = task({"image": path, "result_write_to_file": False})
+    curve, times, clicks = [dice(label, truth, value)], [], {}
+    spacing = spacing_of(affine)
+    for k in range(1, max(n_clicks, cap) + 1):
+        if k > n_clicks and curve[-1] >= 0.90:
+            break
+        click = next_click(label, truth, value, spacing)
+        if click is None:
+            curve.append(curve[-1])
+            continue
+        cls, point = click
+        clicks.setdefault(names[cls], []).append([int(v) for v in point])
+        t0 = time.perf_counter()
+        label, res = task({"image": path, "result_write_to_file": False, **clicks})
+        times.append(time.perf_counter() - t0)
+        curve.append(dice(label, truth, value))
+    return curve, times, res["inference"]
+
+
+def latency(task, path: str, truth: np.ndarray, n: int, names: dict) -> dict:
+    """Request-to-file time of the first request and of each click after it (label file written, as served)."""
+    from lib.robot_user import next_click
+
+    task.cache.clear()
+    t0 = time.perf_counter()
+    out, res = task({"image": path})
+    first = time.perf_counter() - t0
+    label = np.asarray(nib.load(out).dataobj)
+    os.remove(out)
+    times, clicks = [], {}
+    for _ in range(n):
+        click = next_click(label, truth, 1, spacing_of(nib.load(path).affine))
+        if click is None:
+            break
+        clicks.setdefault(names[click[0]], []).append([int(v) for v in click[1]])
+        t0 = time.perf_counter()
+        out, res = task({"image": path, **clicks})
+        times.append(time.perf_counter() - t0)
+        label = np.asarray(nib.load(out).dataobj)
+        os.remove(out)
+    return {"first_request_seconds": round(first, 2), "click_seconds": [round(t, 3) for t in times],
+            "median_click_seconds": round(statistics.median(times), 3) if times else None}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "pancreas", "pancreas clicks"), (axes[1], "tumour", "tumour clicks")):
+        curves = [c["curve"] for c in results["phantoms"][key]]
+        if curves:
+            n = min(len(c) for c in curves)
+            arr = np.array([c[:n] for c in curves])
+            ax.plot(range(n), arr.mean(0), "o-", label=f"phantoms (mean of {len(curves)})")
+            ax.fill_between(range(n), arr.min(0), arr.max(0), alpha=0.2)
+        if key == "pancreas" and results.get("real_ct"):
+            c = results["real_ct"]["curve"]
+            ax.plot(range(len(c)), c, "s--", label="real CT (vs. TotalSegmentator mask)")
+        ax.axhline(0.9 if key == "pancreas" else 0.7, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("clicks")
+        ax.set_ylabel("Dice")
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+        ax.legend(loc="lower right")
+    fig.suptitle(f"deepedit_pancreas, robot user ({results['machine']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model-dir", default=str(REPO_ROOT / "model"))
+    ap.add_argument("--cases", type=int, default=None, help="held-out phantoms (default: 3 quick, 10 full)")
+    ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/interactive_<mode>.json)")
+    args = ap.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    m = dict(MODES[mode])
+    if args.cases:
+        m["cases"] = args.cases
+
+    from lib.clicks import click_names
+    from lib.configs.interactive import InteractiveConfig
+    from lib.data.phantom import make_phantom
+    from lib.robot_user import clicks_to_reach
+
+    cfg = InteractiveConfig()
+    cfg.init("deepedit_pancreas", args.model_dir, {"profile": "cpu"}, None)
+    task = cfg.infer()["deepedit_pancreas"]
+    if task.served.path() is None:
+        print("no interactive weights in", args.model_dir, "(scripts/train_cpu_weights.py --interactive)")
+        return 1
+    names = {v: k for k, v in click_names(cfg.task.labels).items()}
+    results = {"mode": mode, "machine": cpu_description(), "weights": task.model_info(), "settings": m,
+               "phantoms": {"pancreas": [], "tumour": []}}
+    log(f"{results['machine']}; weights {results['weights']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(m["cases"]):
+            seed = HELDOUT_SEED_BASE + i
+            ph = make_phantom(seed, preset="train")
+            path = os.path.join(tmp, f"case{seed}.nii.gz")
+            nib.save(nib.Nifti1Image(ph.image.astype(np.int16), ph.affine), path)
+            curve, times, _ = click_curve(task, path, ph.label, 1, ph.affine, m["clicks"], m["cap"], names)
+            entry = {"seed": seed, "shape": list(ph.image.shape), "curve": [round(d, 4) for d in curve],
+                     "noc85": clicks_to_reach(curve, 0.85, m["cap"]), "noc90": clicks_to_reach(curve, 0.90, m["cap"]),
+                     "median_click_seconds": round(statistics.median(times), 3) if times else None}
+            results["phantoms"]["pancreas"].append(entry)
+            log(f"pancreas {seed} {ph.image.shape}: Dice {entry['curve'][:m['clicks'] + 1]} NoC@85 {entry['noc85']} "
+                f"NoC@90 {entry['noc90']}")
+            if (ph.label == 2).any():
+                curve, times, _ = click_curve(task, path, ph.label, 2, ph.affine, m["tumour_clicks"], m["tumour_clicks"], names)
+                results["phantoms"]["tumour"].append({"seed": seed, "curve": [round(d, 4) for d in curve]})
+                log(f"tumour   {seed}: Dice {[round(d, 3) for d in curve]}")
+        ph = make_phantom(HELDOUT_SEED_BASE + 99, preset="realistic", shape=(512, 512, 181))
+        path = os.path.join(tmp, "clinical.nii.gz")
+        nib.save(nib.Nifti1Image(ph.image.astype(np.int16), ph.affine), path)
+        results["latency"] = {"shape": [512, 512, 181], **latency(task, path, ph.label, m["latency_clicks"], names)}
+        log(f"latency on 512x512x181: {results['latency']}")
+    real = REAL_CT / "example_ct.nii.gz"
+    if real.exists():
+        truth = (np.asarray(nib.load(str(REAL_CT / "example_ct_pancreas_reference.nii.gz")).dataobj) > 0).astype(np.uint8)
+        affine = nib.load(str(real)).affine
+        curve, times, _ = click_curve(task, str(real), truth, 1, affine, m["clicks"], m["cap"], names)
+        results["real_ct"] = {"file": real.name, "curve": [round(d, 4) for d in curve],
+                              "noc85": clicks_to_reach(curve, 0.85, m["cap"]), "noc90": clicks_to_reach(curve, 0.90, m["cap"]),
+                              "median_click_seconds": round(statistics.median(times), 3) if times else None}
+        log(f"real CT: Dice {results['real_ct']['curve']} NoC@85 {results['real_ct']['noc85']}")
+    else:
+        results["real_ct"] = None
+        log(f"real CT skipped: {real} not found")
+
+    pan = results["phantoms"]["pancreas"]
+    tum = results["phantoms"]["tumour"]
+
+    def mean_at(entries, k):
+        vals = [e["curve"][min(k, len(e["curve"]) - 1)] for e in entries]
+        return round(float(np.mean(vals)), 4) if vals else None
+
+    results["summary"] = {
+        "pancreas_dice_by_clicks": [mean_at(pan, k) for k in range(m["clicks"] + 1)],
+        "pancreas_noc85_mean": round(float(np.mean([e["noc85"] for e in pan])), 2),
+        "pancreas_noc90_mean": round(float(np.mean([e["noc90"] for e in pan])), 2),
+        "tumour_dice_by_clicks": [mean_at(tum, k) for k in range(m["tumour_clicks"] + 1)],
+        "tumour_cases": len(tum),
+        "median_click_seconds_512x512x181": results["latency"]["median_click_seconds"],
+        "first_request_seconds_512x512x181": results["latency"]["first_request_seconds"],
+    }
+    log(f"summary: {json.dumps(results['summary'])}")
+    out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / f"interactive_{mode}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    plot(results, out.with_suffix(".png"))
+    log(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

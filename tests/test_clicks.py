@@ -1,0 +1,192 @@
+"""Clicks: checking, the geometry from client voxel indices to the model grid (RAS, LPS, permuted axes), the
+guidance channels, the robot user, the per-image cache, and the interactive infer task's local update."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lib.clicks import Clicks, WithGuidance, guidance_box, paint_clicks, parse_clicks, sigma_voxels, to_model_grid
+from lib.errors import InputError
+from lib.robot_user import clicks_to_reach, dice, next_click
+from lib.runtime.click_cache import ImageState, StateCache
+
+LABELS = {"pancreas": 1, "tumor": 2}
+
+
+# ---- parsing ------------------------------------------------------------------------------------------
+def test_parse_clicks_reads_the_clients_format():
+    c = parse_clicks({"pancreas": [[1, 2, 3], [4, 5, 6]], "background": [[0, 0, 0]], "tumor": [], "model": "x",
+                      "sw_overlap": 0.25}, LABELS, (10, 10, 10))
+    assert c.points == {0: ((0.0, 0.0, 0.0),), 1: ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))}
+    assert c.count == 3
+    assert parse_clicks({"pancreas": [[1.0, 2.0, 3.0]]}, LABELS, (10, 10, 10)).count == 1  # whole floats are indices
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"liver": [[1, 2, 3]]}, "unknown label 'liver'"),
+    ({"pancreas": [[1.5, 2, 3]]}, "whole voxel indices"),
+    ({"pancreas": [["1", 2, 3]]}, "whole voxel indices"),
+    ({"pancreas": [[True, 2, 3]]}, "whole voxel indices"),
+    ({"pancreas": [[float("nan"), 2, 3]]}, "whole voxel indices"),
+    ({"pancreas": [[10, 2, 3]]}, "outside the image"),
+    ({"tumor": [[-1, 2, 3]]}, "outside the image"),
+    ({"pancreas": [[1, 2]]}, "3 voxel indices"),
+    ({"pancreas": "1,2,3"}, "list of [i, j, k]"),
+    ({"pancreas": [1, 2, 3]}, "list of [i, j, k]"),
+    ({"pancreas": [[1, 2, 3]] * 201}, "over the limit"),
+])
+def test_bad_clicks_are_refused_with_400(bad, words):
+    with pytest.raises(InputError) as err:
+        parse_clicks(bad, LABELS, (10, 10, 10))
+    assert err.value.status_code == 400
+    assert words in err.value.message
+
+
+# ---- geometry -----------------------------------------------------------------------------------------
+def _variants(image: np.ndarray, affine: np.ndarray):
+    """The same volume stored RAS, LPS (first two axes reversed) and with permuted axes (k, i, j), each with
+    the affine that keeps every voxel at its world position; and how a RAS index maps into each."""
+    nx, ny, _ = image.shape
+    lps = image[::-1, ::-1, :].copy()
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3], flip[1, 1], flip[1, 3] = -1, nx - 1, -1, ny - 1
+    perm = np.transpose(image, (2, 0, 1)).copy()
+    p = np.zeros((4, 4))
+    p[0, 1] = p[1, 2] = p[2, 0] = p[3, 3] = 1  # permuted index (k, i, j) -> original (i, j, k)
+    return {
+        "RAS": (image, affine, lambda ijk: ijk),
+        "LPS": (lps, affine @ flip, lambda ijk: (nx - 1 - ijk[0], ny - 1 - ijk[1], ijk[2])),
+        "permuted": (perm, affine @ p, lambda ijk: (ijk[2], ijk[0], ijk[1])),
+    }
+
+
+def test_clicks_reach_the_same_model_voxel_from_ras_lps_and_permuted_files(tmp_path):
+    import nibabel as nib
+    from monai.transforms import Compose
+
+    from lib.preprocessing import ct_preprocessing
+    from lib.task import get_task
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(-1000, 400, size=(40, 36, 24)).astype(np.int16)
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    affine[:3, 3] = (-30, 12, -80)
+    click = (30, 5, 17)  # off-centre on purpose: a left/right mix-up moves it far
+    seen = {}
+    for name, (arr, aff, index_of) in _variants(image, affine).items():
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(arr, aff), str(path))
+        d = Compose(ct_preprocessing(get_task("pancreas"), (2.0, 2.0, 2.0), ("image",), loader="checked"))({"image": str(path)})
+        ijk = index_of(click)
+        assert arr[ijk] == image[click]
+        c = parse_clicks({"pancreas": [list(ijk)]}, LABELS, arr.shape)
+        m = to_model_grid(c, d["image_input_affine"], np.asarray(d["image"].affine), d["image"].shape[1:])
+        world = np.asarray(d["image"].affine) @ np.r_[m.points[1][0], 1.0]
+        seen[name] = (np.round(m.points[1][0], 6), world[:3])
+        assert np.allclose(world[:3], (affine @ np.r_[click, 1.0])[:3], atol=1e-6)  # the clicked voxel's world position
+    assert np.allclose(seen["RAS"][0], seen["LPS"][0]) and np.allclose(seen["RAS"][0], seen["permuted"][0])
+
+
+# ---- guidance ----------------------------------------------------------------------------------------
+def test_guidance_is_a_unit_bump_per_class_cut_at_three_sigma():
+    sig = sigma_voxels(5.0, (2.0, 2.0, 2.0))  # 2.5 voxels
+    g = paint_clicks(torch.zeros((3, 30, 30, 30)), Clicks({1: ((10.0, 10.0, 10.0),), 0: ((25.0, 25.0, 25.0),)}), sig)
+    assert g[1, 10, 10, 10] == pytest.approx(1.0)
+    assert g[1, 12, 10, 10] == pytest.approx(np.exp(-0.5 * (2 / 2.5) ** 2), rel=1e-5)
+    assert g[1, 19, 10, 10] == 0  # beyond 3 sigma (7.5 voxels)
+    assert g[0, 25, 25, 25] == pytest.approx(1.0) and g[2].sum() == 0
+    box = guidance_box(Clicks({1: ((10.0, 10.0, 10.0),)}), 3, (5, 5, 5), (20, 20, 20), sig)
+    assert torch.equal(box[1], g[1, 5:20, 5:20, 5:20])  # a box of the grid is the same bumps, cut out
+
+
+def test_with_guidance_runs_the_automatic_mode_with_zero_channels():
+    seen = {}
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen["x"] = x
+            return x[:, :3]
+
+    x = torch.rand(2, 1, 8, 8, 8)
+    WithGuidance(Probe(), 3)(x)
+    assert seen["x"].shape == (2, 4, 8, 8, 8) and torch.equal(seen["x"][:, :1], x) and seen["x"][:, 1:].abs().sum() == 0
+
+
+# ---- robot user --------------------------------------------------------------------------------------
+def test_robot_clicks_deep_inside_the_largest_error_region():
+    truth = np.zeros((40, 40, 40), np.uint8)
+    truth[5:25, 5:25, 5:25] = 1  # pancreas, 20^3
+    pred = truth.copy()
+    pred[5:25, 5:25, 5:12] = 0  # a missed slab of 20 x 20 x 7
+    pred[30:33, 30:33, 30:33] = 1  # a false positive, 27 voxels
+    cls, p = next_click(pred, truth, 1)
+    assert cls == 1 and 5 <= p[0] < 25 and p[2] in (8, 9) and 12 <= p[0] <= 17 and 12 <= p[1] <= 17
+    pred[5:25, 5:25, 5:12] = 1  # the miss fixed: now the false positive is the largest error
+    cls, p = next_click(pred, truth, 1)
+    assert cls == 0 and p == (31, 31, 31)
+    assert next_click(truth, truth, 1) is None
+
+
+def test_dice_and_clicks_to_reach():
+    a = np.zeros((4, 4, 4), np.uint8)
+    assert dice(a, a, 1) == 1.0
+    b = a.copy()
+    b[0, 0, :2] = 1
+    a[0, 0, :1] = 1
+    assert dice(a, b, 1) == pytest.approx(2 / 3)
+    assert clicks_to_reach([0.5, 0.8, 0.91, 0.95], 0.9) == 2
+    assert clicks_to_reach([0.5, 0.6], 0.9, cap=20) == 20
+
+
+# ---- cache -------------------------------------------------------------------------------------------
+def _state(mb: float) -> ImageState:
+    n = int(mb * (1 << 20) / 4)
+    return ImageState(image=torch.zeros((1, n)), model_affine=np.eye(4), input_affine=np.eye(4), input_shape=(1, 1, 1),
+                      scores=torch.zeros((1, 1), dtype=torch.float16), clicks=Clicks(), label=np.zeros(1, np.uint8))
+
+
+def test_cache_is_bounded_and_drops_the_least_recently_used():
+    cache = StateCache(max_mb=10)
+    for k in "abc":
+        cache.put((k,), _state(4))
+    assert len(cache) == 2 and cache.get(("a",)) is None  # 12 MB > 10: the oldest went
+    cache.get(("b",))  # b is now the most recent
+    cache.put(("d",), _state(4))
+    assert cache.get(("b",)) is not None and cache.get(("c",)) is None
+    cache.put(("huge",), _state(20))  # larger than the whole cache: not kept, nothing else lost
+    assert cache.get(("huge",)) is None and len(cache) == 2
+    assert cache.total_bytes() <= 10 * (1 << 20)
+
+
+# ---- click simulation (training) ---------------------------------------------------------------------
+def test_click_simulation_puts_clicks_in_their_class_and_sometimes_none():
+    from lib.trainers.click_simulation import ClickSimulation, sample_deep_point
+
+    label = torch.zeros((2, 1, 24, 24, 24), dtype=torch.long)
+    label[:, 0, 6:18, 6:18, 6:18] = 1
+    label[:, 0, 10:14, 10:14, 10:14] = 2
+    images = torch.rand((2, 1, 24, 24, 24))
+
+    class Nothing(torch.nn.Module):  # predicts background everywhere: every class voxel is an error
+        def forward(self, x):
+            out = torch.zeros((x.shape[0], 3, *x.shape[2:]))
+            out[:, 0] = 1
+            return out
+
+    sim = ClickSimulation(3, (2.0, 2.0, 2.0), no_click_prob=0.0, max_initial=2, max_rounds=2, seed=1)
+    x = sim(Nothing(), images, label)
+    assert x.shape == (2, 4, 24, 24, 24) and torch.equal(x[:, :1], images)
+    g = x[:, 1:]
+    for c in (1, 2):  # every peak of a class's channel lies inside that class
+        peaks = (g[:, c] > 0.999).nonzero()
+        assert len(peaks) > 0
+        assert all(int(label[b, 0, i, j, k]) == c for b, i, j, k in peaks.tolist())
+    none = ClickSimulation(3, (2.0, 2.0, 2.0), no_click_prob=1.0, seed=1)(Nothing(), images, label)
+    assert none[:, 1:].abs().sum() == 0  # the automatic mode: no guidance at all
+    rng = np.random.default_rng(0)
+    mask = np.zeros((20, 20, 20), bool)
+    mask[2:18, 2:18, 2:18] = True
+    pts = np.array([sample_deep_point(mask, rng, (1, 1, 1)) for _ in range(200)])
+    assert mask[tuple(pts.astype(int).T)].all() and np.abs(pts - 9.5).mean() < 4.0  # inside, drawn towards the middle

@@ -1,0 +1,152 @@
+"""The interactive infer task in process, on a network with fixed random weights (the mechanics, not the skill):
+a click's answer is the same whatever the file's orientation, it changes the label only near the click, the
+client's own label is kept elsewhere, the cache answers the next click, a new model starts afresh."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import MODEL_DIR
+from test_clicks import _variants
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory):
+    from lib.networks.arch_code import load_arch_code
+    from lib.networks.factory import build_dints, save_checkpoint
+
+    d = tmp_path_factory.mktemp("interactive_model")
+    shutil.copy(MODEL_DIR / "dints_pancreas_cpu_arch.pth", d / "dints_pancreas_cpu_arch.pth")
+    arch = load_arch_code(str(d / "dints_pancreas_cpu_arch.pth"))
+    torch.manual_seed(0)
+    net = build_dints(arch, 0.25, 3, in_channels=4)
+    save_checkpoint(net, arch, str(d / "pretrained_deepedit_pancreas_cpu.pt"), half=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def task(random_model_dir):
+    from lib.configs.interactive import InteractiveConfig
+
+    cfg = InteractiveConfig()
+    # 64^3 windows over a grid smaller than one: every pass is one window (the mechanics, at a test's cost)
+    cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "roi_size": "64,64,64"}, None)
+    return cfg.infer()["deepedit_pancreas"]
+
+
+@pytest.fixture(scope="module")
+def volume():
+    from lib.data.phantom import make_phantom
+
+    ph = make_phantom(9501, preset="sample", shape=(40, 40, 20), spacing=(2.5, 2.5, 5.0))
+    return ph.image.astype(np.int16), ph.affine, ph.label
+
+
+def _run(task, path, **clicks):
+    label, result = task({"image": str(path), "result_write_to_file": False, **clicks})
+    return label, result["inference"]
+
+
+def test_info_is_a_deepedit_model_with_its_click_labels(task):
+    info = task.info()
+    assert info["type"] == "deepedit" and info["labels"] == {"pancreas": 1, "tumor": 2}
+    assert info["clicks"]["labels"] == ["background", "pancreas", "tumor"]
+    assert info["model"]["path"] == "pretrained_deepedit_pancreas_cpu.pt"
+
+
+def test_a_click_gives_the_same_answer_in_every_orientation_and_changes_only_near_itself(task, volume, tmp_path):
+    image, affine, truth = volume
+    click = tuple(int(v) for v in np.argwhere(truth == 1)[len(np.argwhere(truth == 1)) // 2])
+    answers = {}
+    for name, (arr, aff, index_of) in _variants(image, affine).items():
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(arr, aff), str(path))
+        auto, stats0 = _run(task, path)
+        assert stats0["cached"] is False and stats0["windows"] == 0
+        after, stats1 = _run(task, path, pancreas=[list(index_of(click))])
+        assert stats1["cached"] is True and stats1["windows"] == 1 and stats1["changed_clicks"] == 1
+        assert after[index_of(click)] == 1  # the clicked voxel, where the client put it, is pancreas
+        back = {"RAS": lambda a: a, "LPS": lambda a: a[::-1, ::-1, :], "permuted": lambda a: np.transpose(a, (1, 2, 0))}[name]
+        answers[name] = (back(auto), back(after))
+    for name in ("LPS", "permuted"):
+        for k in range(2):
+            agree = (answers[name][k] == answers["RAS"][k]).mean()
+            assert agree > 0.999, (name, k, agree)
+    auto, after = answers["RAS"]
+    changed = np.argwhere(auto != after)
+    assert len(changed) > 0  # the click did something
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))  # every change within half a window (32 voxels at 2 mm) per axis
+    assert (np.abs(changed - np.asarray(click)) * spacing).max() <= 64.0 + 2 * spacing.max()
+
+
+def test_the_clients_label_is_kept_away_from_the_click_and_same_clicks_cost_nothing(task, volume, tmp_path):
+    image, affine, truth = volume
+    path = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    mine = np.zeros(image.shape, np.uint8)
+    mine[:10, :10, :5] = 2  # a hand-drawn corner far from the click
+    lab_path = tmp_path / "mine.nii.gz"
+    nib.save(nib.Nifti1Image(mine, affine), str(lab_path))
+    click = [int(image.shape[0] - 5), int(image.shape[1] - 5), int(image.shape[2] - 3)]
+    _run(task, path)
+    label, stats = task({"image": str(path), "result_write_to_file": False, "label": str(lab_path), "background": [click]})[0], None
+    assert (label[:10, :10, :5] == 2).all()  # the hand edit survived
+    again, stats = _run(task, path, background=[click])
+    assert stats["windows"] == 0 and stats["changed_clicks"] == 0 and np.array_equal(again, label)
+
+
+def test_a_new_model_or_a_removed_click_is_answered_afresh(task, volume, tmp_path):
+    image, affine, _ = volume
+    path = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    auto, _ = _run(task, path)
+    _, s1 = _run(task, path, tumor=[[30, 30, 15]], pancreas=[[10, 10, 5]])
+    _, s2 = _run(task, path, tumor=[[30, 30, 15]])  # one click taken back: its window runs again without it
+    assert s1["windows"] == 2 and s2["windows"] == 1 and s2["changed_clicks"] == 1 and s2["cached"]
+    back, s3 = _run(task, path)  # every click taken back: the automatic answer, exactly
+    assert s3["clicks"] == 0 and np.array_equal(back, auto)
+    task.served.checksum = lambda path=None: "another-model"  # a new model: nothing kept from the old one
+    try:
+        _, s4 = _run(task, path)
+        assert s4["cached"] is False
+    finally:
+        del task.served.checksum
+
+
+def test_a_label_that_does_not_fit_the_image_is_refused(task, volume, tmp_path):
+    from lib.errors import InputError
+
+    image, affine, _ = volume
+    path = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    bad = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), affine), str(bad))
+    with pytest.raises(InputError) as err:
+        task({"image": str(path), "result_write_to_file": False, "label": str(bad)})
+    assert err.value.status_code == 422 and "shape" in err.value.message
+    odd = tmp_path / "odd.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(image.shape, 7, np.uint8), affine), str(odd))
+    with pytest.raises(InputError) as err:
+        task({"image": str(path), "result_write_to_file": False, "label": str(odd)})
+    assert "values [7]" in err.value.message
+
+
+def test_the_local_update_equals_restoring_the_whole_volume(task, volume, tmp_path):
+    """Re-restoring only what changed gives the label that resampling all the updated scores gives."""
+    from lib.runtime.click_cache import image_key
+    from lib.transforms.restore import resample_argmax
+
+    image, affine, truth = volume
+    path = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    _run(task, path)
+    label, stats = _run(task, path, pancreas=[[12, 25, 8]], background=[[30, 10, 12]])
+    assert stats["restored_voxels"] > 0
+    state = task.cache.get(image_key(str(path), task.served.checksum()))
+    full = resample_argmax(state.scores, state.model_affine, state.input_affine, state.input_shape)
+    assert (label == full).mean() > 0.995
