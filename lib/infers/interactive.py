@@ -34,20 +34,19 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 from monailabel.interfaces.tasks.infer_v2 import InferType
-from monailabel.tasks.infer.basic_infer import BasicInferTask
 from scipy import ndimage
 
 from lib.clicks import Clicks, WithGuidance, click_names, guidance_box, parse_clicks, sigma_voxels, to_model_grid
 from lib.errors import InputError
+from lib.infers.served_task import ServedTask
 from lib.preprocessing import ct_preprocessing
 from lib.profiles import Profile
 from lib.runtime.click_cache import ImageState, StateCache, image_key
-from lib.runtime.fast_path import FastPathOptions, configure_threads, fast_pass
+from lib.runtime.fast_path import configure_threads, fast_pass
 from lib.runtime.served_model import ServedModel
 from lib.task import SegmentationTask
-from lib.transforms.components import DEFAULT_MIN_FRACTION, bounding_slices, drop_small_components
-from lib.transforms.load import InputLimits
-from lib.transforms.restore import resample_argmax, restore_label
+from lib.transforms.components import bounding_slices, drop_small_components
+from lib.transforms.restore import input_box, resample_argmax, restore_label
 from lib.transforms.scores import class_argmax
 from lib.transforms.writer import normalise_extension, write_label
 
@@ -81,56 +80,22 @@ def crop_padded(volume: torch.Tensor, lo: Sequence[int], hi: Sequence[int]) -> t
     return out
 
 
-class InteractiveInfer(BasicInferTask):
+class InteractiveInfer(ServedTask):
     """MONAI Label ``deepedit`` task: automatic segmentation plus clicks per label (see the module docstring)."""
 
-    def __init__(
-        self,
-        served: ServedModel,
-        task: SegmentationTask,
-        profile: Profile,
-        limits: InputLimits | None = None,
-        fast_path: FastPathOptions | None = None,
-        num_threads: int = 0,
-        min_component_fraction: float = DEFAULT_MIN_FRACTION,
-        sigma_mm: float = 5.0,
-        cache_mb: float = 1024,
-        description: str | None = None,
-        **kwargs,
-    ):
+    def __init__(self, served: ServedModel, task: SegmentationTask, profile: Profile, sigma_mm: float = 5.0,
+                 cache_mb: float = 1024, description: str | None = None, **options):
+        """``options``: ``limits``, ``fast_path``, ``num_threads``, ``min_component_fraction`` (see :class:`ServedTask`)."""
         super().__init__(
-            path=list(served.weights),
-            network=None,
-            type=InferType.DEEPEDIT,
-            labels=dict(task.labels),
-            dimension=3,
-            description=description or f"Interactive DiNTS (DeepEdit-style clicks) for the {task.description}",
-            roi_size=profile.roi_size,
-            config={"profile": profile.name, "result_extension": ".nii.gz", "guidance_sigma_mm": float(sigma_mm)},
-            **kwargs,
+            served, task, profile, InferType.DEEPEDIT,
+            description or f"Interactive DiNTS (DeepEdit-style clicks) for the {task.description}",
+            config={"guidance_sigma_mm": float(sigma_mm)}, **options,
         )
-        self.served, self.task, self.profile = served, task, profile
-        self.limits = limits or InputLimits()
-        self.fast_path = fast_path or FastPathOptions()
-        self.num_threads = int(num_threads or 0)
-        self.min_component_fraction = float(min_component_fraction)
         self.sigma_mm = float(sigma_mm)
         self.cache = StateCache(cache_mb)
 
-    # ---- model -----------------------------------------------------------------------------------
-    def is_valid(self) -> bool:
-        return True  # listed without weights too: trained from the client (POST /train/<model>)
-
-    def model_info(self) -> dict[str, Any]:
-        return self.served.info()
-
     def info(self) -> dict[str, Any]:
         info = super().info()
-        info["model"] = self.model_info()
-        if info["model"]["path"] is None:
-            info["model"]["note"] = "no weights yet: train this model (POST /train/<model>) or install weights"
-        info["task"] = self.task.name
-        info["network"] = self.served.spec.network
         info["clicks"] = {"labels": list(click_names(self.task.labels)), "format": "{label: [[i, j, k], ...]} voxel indices"}
         return info
 
@@ -295,16 +260,10 @@ class InteractiveInfer(BasicInferTask):
         for sl in ndimage.find_objects(comps):
             lo_m = np.array([b.start + s.start for b, s in zip(box, sl)], dtype=np.float64)
             hi_m = np.array([b.start + s.stop for b, s in zip(box, sl)], dtype=np.float64)
-            corners = np.array([[x, y, z, 1.0] for x in (lo_m[0] - 1, hi_m[0]) for y in (lo_m[1] - 1, hi_m[1])
-                                for z in (lo_m[2] - 1, hi_m[2])])
-            idx = (to_input @ corners.T)[:3].T
-            lo = np.clip(np.floor(idx.min(0)).astype(int), 0, shape_in)
-            hi = np.clip(np.ceil(idx.max(0)).astype(int) + 1, 0, shape_in)
-            if np.any(hi <= lo):
+            found = input_box(lo_m, hi_m, to_input, shape_in, state.input_affine)
+            if found is None:
                 continue
-            sub = np.eye(4)
-            sub[:3, 3] = lo
-            sub_affine = state.input_affine @ sub
+            lo, hi, sub_affine = found
             # the scores of this component's box (+2 voxels: the trilinear support), as their own small grid
             s_lo = np.maximum(lo_m.astype(int) - 2, 0)
             s_hi = np.minimum(hi_m.astype(int) + 2, changed.shape)

@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
-from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.errors import InputError
+from lib.infers.served_task import ServedTask
 from lib.params import truthy
 from lib.preprocessing import ct_preprocessing
 from lib.profiles import NETWORK_TITLES, Profile
@@ -50,7 +50,7 @@ class Softmaxd:
 GPU_STITCH_BYTES = 2 << 30
 
 
-class SegmentationInfer(BasicInferTask):
+class SegmentationInfer(ServedTask):
     """MONAI Label segmentation task backed by the served model of a task (DiNTS or UNet)."""
 
     def __init__(
@@ -67,53 +67,27 @@ class SegmentationInfer(BasicInferTask):
         **kwargs,
     ):
         super().__init__(
-            path=list(served.weights),
-            network=None,
-            type=InferType.SEGMENTATION,
-            labels=dict(task.labels),
-            dimension=3,
-            description=description or f"{NETWORK_TITLES[served.spec.network]} segmentation of the {task.description}",
-            roi_size=profile.roi_size,
+            served, task, profile, InferType.SEGMENTATION,
+            description or f"{NETWORK_TITLES[served.spec.network]} segmentation of the {task.description}",
             config={
-                "profile": profile.name,
                 "sw_batch_size": profile.sw_batch_size,
                 "sw_overlap": profile.sw_overlap,
-                "result_extension": ".nii.gz",
                 "backend": normalise_backend(backend),
                 "fast_path": (fast_path or FastPathOptions()).enabled,
                 "min_component_fraction": float(min_component_fraction),
             },
+            limits=limits, fast_path=fast_path, num_threads=num_threads, min_component_fraction=min_component_fraction,
             **kwargs,
         )
-        self.served = served
-        self.task = task
-        self.profile = profile
-        self.limits = limits or InputLimits()
         self.backend = normalise_backend(backend)
-        self.fast_path = fast_path or FastPathOptions()
-        self.num_threads = int(num_threads or 0)
-        self.min_component_fraction = float(min_component_fraction)
 
     @property
     def backend_options(self) -> BackendOptions:
         return self.served.backend_options
 
     # ---- model -----------------------------------------------------------------------------------
-    def is_valid(self) -> bool:
-        """Listed in ``/info`` with or without weights: a model that has none yet (a new task or network) is
-        trained from the client (``POST /train/<model>``); until then ``/infer`` answers 503 saying so."""
-        return True
-
-    def model_info(self) -> dict[str, Any]:
-        return self.served.info()
-
     def info(self) -> dict[str, Any]:
         info = super().info()
-        info["model"] = self.model_info()
-        if info["model"]["path"] is None:
-            info["model"]["note"] = "no weights yet: train this model (POST /train/<model>) or install weights"
-        info["task"] = self.task.name
-        info["network"] = self.served.spec.network
         info["backend"] = self.backend
         info["fast_path"] = self.fast_path.enabled
         return info

@@ -71,6 +71,22 @@ def foreground_boxes(scores: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]
     return [(lo + [s.start for s in sl], lo + [s.stop for s in sl]) for sl in ndimage.find_objects(labels)]
 
 
+def input_box(lo, hi, to_input: np.ndarray, input_shape, input_affine) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """[lo, hi) of the input voxels that can sample the model-grid box [lo, hi) trilinearly (its box widened by
+    one voxel below, mapped to input indices through ``to_input`` and rounded outwards), and the affine of that
+    sub-grid of the input; None when empty."""
+    corners = np.array([[x, y, z, 1.0] for x in (lo[0] - 1.0, hi[0]) for y in (lo[1] - 1.0, hi[1]) for z in (lo[2] - 1.0, hi[2])])
+    idx = (to_input @ corners.T)[:3].T
+    shape = np.asarray(input_shape)
+    out_lo = np.clip(np.floor(idx.min(0)).astype(int), 0, shape)
+    out_hi = np.clip(np.ceil(idx.max(0)).astype(int) + 1, 0, shape)
+    if np.any(out_hi <= out_lo):
+        return None
+    sub = np.eye(4)
+    sub[:3, 3] = out_lo
+    return out_lo, out_hi, np.asarray(input_affine, dtype=np.float64) @ sub
+
+
 def restore_label(
     scores: torch.Tensor,
     offset,
@@ -93,16 +109,10 @@ def restore_label(
     for f_lo, f_hi in foreground_boxes(scores):
         # an input voxel at box position u samples floor(u) and floor(u) + 1: it can leave the background only if
         # u lies in [f_lo - 1, f_hi); map that box's corners to input indices (rounded outwards)
-        corners = np.array([[x, y, z, 1.0] for x in (f_lo[0] - 1.0, f_hi[0]) for y in (f_lo[1] - 1.0, f_hi[1])
-                            for z in (f_lo[2] - 1.0, f_hi[2])])
-        idx = (to_input @ corners.T)[:3].T
-        lo = np.clip(np.floor(idx.min(0)).astype(int), 0, input_shape)
-        hi = np.clip(np.ceil(idx.max(0)).astype(int) + 1, 0, input_shape)
-        if np.any(hi <= lo):
+        found = input_box(f_lo, f_hi, to_input, input_shape, input_affine)
+        if found is None:
             continue
-        sub = np.eye(4)
-        sub[:3, 3] = lo
-        sub_affine = np.asarray(input_affine, dtype=np.float64) @ sub
+        lo, hi, sub_affine = found
         out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = resample_argmax(
             scores, box_affine, sub_affine, tuple(int(v) for v in hi - lo), slab_voxels)
     return out
