@@ -11,7 +11,11 @@ machine's speed, ``--minutes`` alone trains for a wall-clock budget instead). ``
 automatic model's weights (``--init``; the guidance channels' stem weights start at zero, so step 0 is the
 automatic model), and keeps the last weights (its automatic-mode validation Dice is logged, not selected on)::
 
-    python scripts/train_cpu_weights.py --interactive --max-steps 600 --minutes 120
+    python scripts/train_cpu_weights.py --interactive --max-steps 1000 --minutes 120 --out round1.pt
+    python scripts/train_cpu_weights.py --interactive --init round1.pt --max-steps 1000 --minutes 120 \
+        --lr 1e-3 --no-click-prob 0.2 --click-rounds 3 --deepest-prob 0.5
+
+(the shipped ``pretrained_deepedit_pancreas_cpu.pt`` came from exactly these two runs).
 
 Phantoms are generated from seeds 5000+ (training) and 9000+ (validation); the shipped sample
 datastore uses seeds from 1000 and is never trained on. The network is the compact DiNTS of the ``cpu``
