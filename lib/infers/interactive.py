@@ -164,8 +164,9 @@ class InteractiveInfer(ServedTask):
         with torch.no_grad():
             result = fast_pass(image, auto, self.profile.roi_size, self.profile.sw_batch_size, self.profile.sw_overlap,
                                self.profile.spacing, self.fast_path, any_shape=True, out_channels=c,
-                               min_component_fraction=self.min_component_fraction, coarse_forward=auto)
-        box = torch.softmax(result.scores.float(), 0)
+                               min_component_fraction=self.min_component_fraction, coarse_forward=auto,
+                               device=torch.device("cpu"), sw_device=torch.device(device) if device != "cpu" else None)
+        box = torch.softmax(result.scores.float().cpu(), 0)
         box, _ = drop_small_components(box, self.min_component_fraction)
         scores = torch.zeros((c, *image.shape[1:]), dtype=torch.float16)
         scores[0] = 1.0  # outside the fast path's box: background
