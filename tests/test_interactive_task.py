@@ -133,7 +133,7 @@ def test_a_label_that_does_not_fit_the_image_is_refused(task, volume, tmp_path):
     nib.save(nib.Nifti1Image(np.full(image.shape, 7, np.uint8), affine), str(odd))
     with pytest.raises(InputError) as err:
         task({"image": str(path), "result_write_to_file": False, "label": str(odd)})
-    assert "values [7]" in err.value.message
+    assert err.value.status_code == 422 and "[7]" in err.value.message and "not label ids" in err.value.message
 
 
 def test_the_local_update_equals_restoring_the_whole_volume(task, volume, tmp_path):

@@ -126,7 +126,7 @@ class InteractiveInfer(ServedTask):
         if not clicks_in and state.clicks:  # every click taken back: the automatic answer again, exactly
             state, cached = self._first_pass(path, net, device), False
         clicks = to_model_grid(clicks_in, state.input_affine, state.model_affine, state.image.shape[1:])
-        base = self._client_label(request.get("label"), state) if request.get("label") else state.label
+        base = self._client_label(request["label"], path) if request.get("label") else state.label
         changed = clicks.pairs() ^ state.clicks.pairs()
         stats = {"cached": cached, "clicks": clicks_in.count, "changed_clicks": len(changed), "windows": 0}
         label = base
@@ -178,25 +178,13 @@ class InteractiveInfer(ServedTask):
                           input_shape=tuple(int(s) for s in data["image_input_shape"]), scores=scores,
                           clicks=Clicks(), label=label, first_seconds=time.time() - t0)
 
-    def _client_label(self, path: str, state: ImageState) -> np.ndarray:
-        """The label the client sent (its current segmentation), on the image's grid with this task's values."""
-        from monai.transforms import LoadImage
+    def _client_label(self, path: str, image_path: str) -> np.ndarray:
+        """The label the client sent (its current segmentation), checked as a submitted label is (422 unless it is
+        on the image's voxel grid with this task's values; :func:`lib.datastore.label_check.check_label`)."""
+        from lib.datastore.label_check import check_label, read_voxels
 
-        try:
-            arr = np.asarray(LoadImage(image_only=True, dtype=None)(path))
-        except Exception as exc:
-            raise InputError(f"the label sent with the request cannot be read: {str(exc).splitlines()[0]}", 422) from exc
-        arr = arr.reshape([s for s in arr.shape if s != 1] if arr.ndim > 3 else arr.shape)
-        if tuple(arr.shape) != tuple(state.input_shape):
-            raise InputError(f"the label sent has shape {list(arr.shape)}, the image {list(state.input_shape)}", 422)
-        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
-            raise InputError("the label sent has fractional or non-finite values; a label holds class values", 422)
-        values = set(np.unique(arr).astype(int).tolist())
-        allowed = {0, *self.task.labels.values()}
-        if not values <= allowed:
-            raise InputError(f"the label sent has values {sorted(values - allowed)}; this model's labels are "
-                             f"{dict(self.task.labels)}", 422)
-        return arr.astype(np.uint8)
+        checked = check_label(path, image_path, dict(self.task.labels))
+        return (checked.data if checked.data is not None else read_voxels(path)).astype(np.uint8)
 
     def _apply_clicks(self, state: ImageState, clicks: Clicks, changed: list, base: np.ndarray, net, device: str):
         """Re-run one window per changed click, blend, and re-restore only what can have changed."""
@@ -220,6 +208,7 @@ class InteractiveInfer(ServedTask):
         outs = torch.cat(outs)
         t_net = time.time() - t0
         changed_mask = np.zeros(shape, dtype=bool)
+        reach = np.ceil(3 * sigma).astype(int)  # the click's own neighbourhood is always re-restored
         for (lo, hi), centre, out in zip(boxes, centres, outs):
             hi_c = np.minimum(hi, shape)
             sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi_c))
@@ -229,7 +218,6 @@ class InteractiveInfer(ServedTask):
             new = w * out[(slice(None), *valid)] + (1.0 - w) * old
             state.scores[(slice(None), *sl)] = new.half()
             changed_mask[sl] |= (class_argmax(new) != class_argmax(old)).numpy()
-            reach = np.ceil(3 * sigma).astype(int)  # the click's own neighbourhood is always re-restored
             p = np.round(centre).astype(int)
             near = tuple(slice(max(0, int(p[a] - reach[a])), min(int(shape[a]), int(p[a] + reach[a] + 1))) for a in range(3))
             changed_mask[near] = True
