@@ -48,10 +48,6 @@ class Clicks:
     def pairs(self) -> set[tuple[int, tuple[float, float, float]]]:
         return {(c, tuple(p)) for c, pts in self.points.items() for p in pts}
 
-    def added_since(self, before: "Clicks") -> list[tuple[int, tuple[float, float, float]]]:
-        """Clicks in ``self`` and not in ``before`` (plus those removed since: their guidance vanished)."""
-        return sorted(self.pairs() ^ before.pairs())
-
 
 def click_names(labels: Mapping[str, int]) -> dict[str, int]:
     """Label name -> class value for every name a click may carry (the task's labels and ``background``)."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lib.clicks import Clicks, DEFAULT_SIGMA_MM, paint_clicks, sigma_voxels
+from lib.clicks import Clicks, DEFAULT_SIGMA_MM, guidance_box, sigma_voxels
 
 
 def sample_deep_point(mask: np.ndarray, rng: np.random.Generator, spacing: Sequence[float]) -> tuple[float, float, float] | None:
@@ -52,7 +52,7 @@ class ClickSimulation:
         self.sigma = sigma_voxels(self.sigma_mm, self.spacing)
 
     def guidance(self, clicks: Clicks, shape) -> torch.Tensor:
-        return paint_clicks(torch.zeros((self.num_classes, *shape)), clicks, self.sigma)
+        return guidance_box(clicks, self.num_classes, (0, 0, 0), shape, self.sigma)
 
     def initial(self, label: np.ndarray) -> dict[int, list]:
         points: dict[int, list] = {}
