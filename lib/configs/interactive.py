@@ -43,14 +43,9 @@ class InteractiveConfig(SegmentationConfig):
                                 sigma_mm=self.sigma_mm, cache_mb=self.cache_mb)
         return {self.name: task}
 
-    def trainer(self):
-        """``POST /train/deepedit_<task>``: the automatic model's trainer with DeepEdit's click simulation."""
-        from lib.trainers.tasks import SegmentationTrainTask
-
-        return SegmentationTrainTask(self.name, self.model_dir, self.task, self.network, self.profile, arch_file=self.arch_file,
-                                     weights=self.weights, trained_file=self.trained_file,
-                                     searched_arch_file=self.searched_arch_file(), interactive=True,
-                                     sigma_mm=self.sigma_mm)
+    def trainer_options(self) -> dict:
+        """``POST /train/deepedit_<task>`` is the automatic model's train task with DeepEdit's click simulation."""
+        return {"interactive": True, "sigma_mm": self.sigma_mm}
 
     def search_trainer(self):
         return None

@@ -134,7 +134,11 @@ class SegmentationConfig(TaskConfig):
 
         return SegmentationTrainTask(self.name, self.model_dir, self.task, self.network, self.profile, arch_file=self.arch_file,
                                      weights=self.weights, trained_file=self.trained_file,
-                                     searched_arch_file=self.searched_arch_file())
+                                     searched_arch_file=self.searched_arch_file(), **self.trainer_options())
+
+    def trainer_options(self) -> dict:
+        """What the train task of this kind of model adds (the interactive model: its click simulation)."""
+        return {}
 
     def search_trainer(self):
         """``dints_search`` train task: DiNTS architecture search on the final labels (DiNTS only)."""
