@@ -138,6 +138,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model-dir", default=str(REPO_ROOT / "model"))
     ap.add_argument("--cases", type=int, default=None, help="held-out phantoms (default: 3 quick, 10 full)")
+    ap.add_argument("--seed-base", type=int, default=HELDOUT_SEED_BASE,
+                    help="first phantom seed (default %(default)s, the reported set; tune settings on another, e.g. 9600)")
+    ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                    help="an app --conf option for the interactive model (e.g. click_scope=window); repeatable")
+    ap.add_argument("--skip-real", action="store_true", help="leave out the real CT (e.g. while tuning)")
+    ap.add_argument("--skip-latency", action="store_true", help="leave out the 512x512x181 latency run")
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/interactive_<mode>.json)")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
@@ -151,18 +157,25 @@ def main(argv=None) -> int:
     from lib.robot_user import clicks_to_reach
 
     cfg = InteractiveConfig()
-    cfg.init("deepedit_pancreas", args.model_dir, {"profile": "cpu"}, None)
+    conf = {"profile": "cpu"}
+    for item in args.conf:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--conf wants KEY=VALUE, not {item!r}")
+        conf[key.strip()] = value.strip()
+    cfg.init("deepedit_pancreas", args.model_dir, conf, None)
     task = cfg.infer()["deepedit_pancreas"]
     if task.served.path() is None:
         print("no interactive weights in", args.model_dir, "(scripts/train_cpu_weights.py --interactive)")
         return 1
     names = {v: k for k, v in click_names(cfg.task.labels).items()}
     results = {"mode": mode, "machine": cpu_description(), "weights": task.model_info(), "settings": m,
+               "conf": conf, "seed_base": args.seed_base,
                "phantoms": {"pancreas": [], "tumour": []}}
     log(f"{results['machine']}; weights {results['weights']}")
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(m["cases"]):
-            seed = HELDOUT_SEED_BASE + i
+            seed = args.seed_base + i
             ph = make_phantom(seed, preset="train")
             path = os.path.join(tmp, f"case{seed}.nii.gz")
             nib.save(nib.Nifti1Image(ph.image.astype(np.int16), ph.affine), path)
@@ -177,13 +190,18 @@ def main(argv=None) -> int:
                 curve, times, _ = click_curve(task, path, ph.label, 2, ph.affine, m["tumour_clicks"], m["tumour_clicks"], names)
                 results["phantoms"]["tumour"].append({"seed": seed, "curve": [round(d, 4) for d in curve]})
                 log(f"tumour   {seed}: Dice {[round(d, 3) for d in curve]}")
-        ph = make_phantom(HELDOUT_SEED_BASE + 99, preset="realistic", shape=(512, 512, 181))
-        path = os.path.join(tmp, "clinical.nii.gz")
-        nib.save(nib.Nifti1Image(ph.image.astype(np.int16), ph.affine), path)
-        results["latency"] = {"shape": [512, 512, 181], **latency(task, path, ph.label, m["latency_clicks"], names)}
-        log(f"latency on 512x512x181: {results['latency']}")
+        if args.skip_latency:
+            results["latency"] = {"first_request_seconds": None, "median_click_seconds": None}
+        else:
+            ph = make_phantom(HELDOUT_SEED_BASE + 99, preset="realistic", shape=(512, 512, 181))
+            path = os.path.join(tmp, "clinical.nii.gz")
+            nib.save(nib.Nifti1Image(ph.image.astype(np.int16), ph.affine), path)
+            results["latency"] = {"shape": [512, 512, 181], **latency(task, path, ph.label, m["latency_clicks"], names)}
+            log(f"latency on 512x512x181: {results['latency']}")
     real = REAL_CT / "example_ct.nii.gz"
-    if real.exists():
+    if args.skip_real:
+        results["real_ct"] = None
+    elif real.exists():
         truth = (np.asarray(nib.load(str(REAL_CT / "example_ct_pancreas_reference.nii.gz")).dataobj) > 0).astype(np.uint8)
         affine = nib.load(str(real)).affine
         curve, times, _ = click_curve(task, str(real), truth, 1, affine, m["clicks"], m["cap"], names)

@@ -74,7 +74,7 @@ def assert_near(before, after, click, affine):
 def test_info_lists_the_interactive_model(client):
     info = client.info()
     m = info["models"][MODEL]
-    assert m["type"] == "deepedit" and m["labels"] == {"pancreas": 1, "tumor": 2}
+    assert m["type"] == "deepedit" and m["labels"] == {"background": 0, "pancreas": 1, "tumor": 2}
     assert m["clicks"]["labels"] == ["background", "pancreas", "tumor"] and m["model"]["checksum"]
     assert MODEL in info["trainers"] and "dints_pancreas" in info["models"]
 

@@ -54,7 +54,7 @@ def _run(task, path, **clicks):
 
 def test_info_is_a_deepedit_model_with_its_click_labels(task):
     info = task.info()
-    assert info["type"] == "deepedit" and info["labels"] == {"pancreas": 1, "tumor": 2}
+    assert info["type"] == "deepedit" and info["labels"] == {"background": 0, "pancreas": 1, "tumor": 2}
     assert info["clicks"]["labels"] == ["background", "pancreas", "tumor"]
     assert info["model"]["path"] == "pretrained_deepedit_pancreas_cpu.pt"
 

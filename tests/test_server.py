@@ -56,7 +56,8 @@ def assert_still_serving(server):
 
 def test_info_lists_model_and_labels(client):
     info = client.info()
-    assert info["labels"] == {"pancreas": 1, "tumor": 2}
+    # a list by value, as the stock OHIF v3 panel needs it (it appends to it); background for the click model
+    assert info["labels"] == ["background", "pancreas", "tumor"]
     model = info["models"]["dints_pancreas"]
     assert model["type"] == "segmentation"
     assert model["labels"] == {"pancreas": 1, "tumor": 2}

@@ -41,6 +41,17 @@ from lib.server.uploads import is_trusted  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
+def label_list(models: dict, labels: dict[str, int]) -> list[str]:
+    """``/info``'s top-level ``labels``: a list of names by value, over the task and every model (``background``
+    where the interactive model takes background clicks). A list, as MONAI Label builds it for its sample apps:
+    the stock OHIF v3 panel appends to it (a dict there left the panel empty), 3D Slicer iterates it."""
+    values = dict(labels)
+    for model in models.values():
+        for name, value in (model.get("labels") or {}).items() if isinstance(model.get("labels"), dict) else ():
+            values.setdefault(name, int(value))
+    return [name for name, _ in sorted(values.items(), key=lambda item: (item[1], item[0]))]
+
+
 class DiNTSPancreasApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.model_dir = str(Path(conf.get("model_dir", REPO_ROOT / "model")).resolve())
@@ -65,7 +76,7 @@ class DiNTSPancreasApp(MONAILabelApp):
             description=f"{task.description[0].upper()}{task.description[1:]} segmentation with a "
                         f"{NETWORK_TITLES[self.task_config.network]} network",
             version="0.1.0",
-            labels=dict(task.labels),
+            labels=list(task.labels),
         )
         from lib.server.install import install_into_server
         from lib.server.memory import limit_arenas
@@ -78,6 +89,7 @@ class DiNTSPancreasApp(MONAILabelApp):
         from lib.task import TASKS
 
         info = super().info()
+        info["labels"] = label_list(info.get("models", {}), dict(self.task_config.task.labels))
         info["task"] = self.task_config.task.describe()
         info["tasks"] = {name: dict(t.labels) for name, t in TASKS.items()}
         return info
@@ -212,7 +224,7 @@ class DiNTSPancreasApp(MONAILabelApp):
     def init_datastore(self):
         """The studies folder with checked names, checked and versioned labels (remote datastores: MONAI Label's)."""
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            return self._init_pacs_datastore()
         from monailabel.config import settings
 
         from lib.datastore.local import AnnotationDatastore
@@ -225,6 +237,39 @@ class DiNTSPancreasApp(MONAILabelApp):
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
+
+    def _init_pacs_datastore(self):
+        """A DICOMweb PACS (``--studies http://.../dicom-web``): MONAI Label's DICOMweb datastore with labels mapped to
+        and resampled onto their images and a short refresh (:mod:`lib.datastore.dicomweb`)."""
+        import shutil
+
+        from monailabel.config import settings
+        from monailabel.datastore.dicom import DICOMwebClientX
+        from monailabel.datastore.utils.dicom import create_session_from_user_pass
+
+        from lib.datastore.dicomweb import PACSDatastore
+
+        if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
+            return super().init_datastore()
+        self.studies = self.studies.rstrip("/").strip()
+        venv_bin = os.path.dirname(sys.executable)  # dcmqi (pip) installs itkimage2segimage beside python
+        if not shutil.which("itkimage2segimage") and os.path.exists(os.path.join(venv_bin, "itkimage2segimage")):
+            os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+        if not shutil.which("itkimage2segimage"):
+            logger.error("itkimage2segimage (dcmqi) is not on PATH: labels cannot be stored as DICOM SEG; "
+                         "run ./scripts/setup.sh (dcmqi is in requirements.txt)")
+        session = None
+        if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD:
+            session = create_session_from_user_pass(settings.MONAI_LABEL_DICOMWEB_USERNAME,
+                                                    settings.MONAI_LABEL_DICOMWEB_PASSWORD)
+        client = DICOMwebClientX(url=self.studies, session=session, qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
+                                 wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
+                                 stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX)
+        cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
+        logger.info(f"Using the DICOMweb PACS {self.studies} (cache {cache or 'default'})")
+        return PACSDatastore(client, settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER, dict(self.task_config.task.labels),
+                             cache_path=cache, fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
+                             refresh_seconds=float(self.conf.get("dicomweb_refresh_seconds", 10)))
 
     def _resolve_image(self, request: dict[str, Any]) -> str | None:
         """Only datastore ids, this server's session files and the request's own upload may be read.

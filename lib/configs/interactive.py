@@ -28,6 +28,7 @@ class InteractiveConfig(SegmentationConfig):
         super().init(name, model_dir, conf, planner, **kwargs)
         self.sigma_mm = float(conf.get("guidance_sigma_mm", 5.0))
         self.cache_mb = float(conf.get("click_cache_mb", 1024))
+        self.click_scope = conf.get("click_scope", "connected")
 
     def weights_stem(self) -> str:
         return "deepedit"
@@ -40,7 +41,8 @@ class InteractiveConfig(SegmentationConfig):
 
         task = InteractiveInfer(self.served, self.task, self.profile, limits=self.limits, fast_path=self.fast_path,
                                 num_threads=self.num_threads, min_component_fraction=self.min_component_fraction,
-                                sigma_mm=self.sigma_mm, cache_mb=self.cache_mb)
+                                sigma_mm=self.sigma_mm, cache_mb=self.cache_mb,
+                                click_scope=self.click_scope)
         return {self.name: task}
 
     def trainer_options(self) -> dict:

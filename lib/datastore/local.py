@@ -296,7 +296,10 @@ def image_uri(datastore, image_id: str) -> str:
     an unknown one."""
     if isinstance(datastore, AnnotationDatastore):
         return datastore.image_path(image_id)
-    uri = datastore.get_image_uri(check_name(image_id, "image id"))
+    check_name(image_id, "image id")
+    if hasattr(datastore, "has_image") and not datastore.has_image(image_id):
+        raise InputError(f"image '{image_id}' is not in the datastore", 404)
+    uri = datastore.get_image_uri(image_id)
     if not uri:
         raise InputError(f"image '{image_id}' is not in the datastore", 404)
     return uri

@@ -52,6 +52,19 @@ from lib.transforms.writer import normalise_extension, write_label
 
 logger = logging.getLogger(__name__)
 
+CLICK_SCOPES = ("connected", "window")
+
+
+def connected_to(changed: np.ndarray, seed: tuple[slice, ...]) -> np.ndarray:
+    """The voxels of ``changed`` (26-connected) in a component that reaches into the ``seed`` box, grown by one
+    voxel: what a click may change when its effect has to be connected to it."""
+    comps, n = ndimage.label(changed, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros_like(changed)
+    ids = np.unique(comps[seed])
+    keep = np.isin(comps, ids[ids > 0])
+    return ndimage.binary_dilation(keep, structure=np.ones((3, 3, 3), bool)) if keep.any() else keep
+
 
 def click_weight(roi: Sequence[int], lo: Sequence[int], centre: Sequence[float]) -> torch.Tensor:
     """Blending weight of a click window [lo, lo + roi): a Gaussian (sigma roi/4) around the click, shifted and
@@ -84,18 +97,25 @@ class InteractiveInfer(ServedTask):
     """MONAI Label ``deepedit`` task: automatic segmentation plus clicks per label (see the module docstring)."""
 
     def __init__(self, served: ServedModel, task: SegmentationTask, profile: Profile, sigma_mm: float = 5.0,
-                 cache_mb: float = 1024, description: str | None = None, **options):
-        """``options``: ``limits``, ``fast_path``, ``num_threads``, ``min_component_fraction`` (see :class:`ServedTask`)."""
+                 cache_mb: float = 1024, click_scope: str = "connected", description: str | None = None, **options):
+        """``click_scope``: ``connected`` (a click changes only the region of changed class connected to it) or
+        ``window`` (everything its blended window changes). ``options``: ``limits``, ``fast_path``, ``num_threads``,
+        ``min_component_fraction`` (see :class:`ServedTask`)."""
+        if click_scope not in CLICK_SCOPES:
+            raise ValueError(f"click_scope must be one of {', '.join(CLICK_SCOPES)}, not {click_scope!r}")
         super().__init__(
             served, task, profile, InferType.DEEPEDIT,
             description or f"Interactive DiNTS (DeepEdit-style clicks) for the {task.description}",
-            config={"guidance_sigma_mm": float(sigma_mm)}, **options,
+            config={"guidance_sigma_mm": float(sigma_mm), "click_scope": click_scope}, **options,
         )
+        self.click_scope = click_scope
         self.sigma_mm = float(sigma_mm)
         self.cache = StateCache(cache_mb)
 
     def info(self) -> dict[str, Any]:
         info = super().info()
+        # background listed as DeepEdit's apps do: the stock Slicer module keeps click points per label it sees
+        info["labels"] = {**click_names(self.task.labels)}
         info["clicks"] = {"labels": list(click_names(self.task.labels)), "format": "{label: [[i, j, k], ...]} voxel indices"}
         return info
 
@@ -216,10 +236,17 @@ class InteractiveInfer(ServedTask):
             w = click_weight(roi, lo, centre)[valid]
             old = state.scores[(slice(None), *sl)].float()
             new = w * out[(slice(None), *valid)] + (1.0 - w) * old
-            state.scores[(slice(None), *sl)] = new.half()
-            changed_mask[sl] |= (class_argmax(new) != class_argmax(old)).numpy()
             p = np.round(centre).astype(int)
             near = tuple(slice(max(0, int(p[a] - reach[a])), min(int(shape[a]), int(p[a] + reach[a] + 1))) for a in range(3))
+            diff = (class_argmax(new) != class_argmax(old)).numpy()
+            if self.click_scope == "connected":  # changes not connected to the click are not its doing: undo them
+                local = tuple(slice(n.start - int(a), n.stop - int(a)) for n, a in zip(near, lo))
+                keep = connected_to(diff, local)
+                keep[local] = True
+                new = torch.where(torch.from_numpy(keep)[None], new, old)
+                diff &= keep
+            state.scores[(slice(None), *sl)] = new.half()
+            changed_mask[sl] |= diff
             changed_mask[near] = True
         # the clicked voxel itself always takes its click's label (the 8 model voxels its trilinear sample reads)
         for cls, pts in clicks.points.items():

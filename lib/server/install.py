@@ -23,11 +23,13 @@ def install_into_server() -> bool:
 
     from lib.server import shutdown
     from lib.server.guard import RequestGuard
+    from lib.server.ohif import router as ohif_router
     from lib.server.routes import router
 
     routes = app.router.routes
     before = len(routes)
     app.include_router(router)
+    app.include_router(ohif_router)
     ours = routes[before:]
     del routes[before:]
     routes[0:0] = ours

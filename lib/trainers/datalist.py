@@ -32,7 +32,8 @@ def labelled_datalist(datastore, labels: dict[str, int] | None = None) -> tuple[
         image = datastore.get_image_uri(image_id)
         label = datastore.get_label_uri(image_id, "final")
         if not (image and label and os.path.exists(image) and os.path.exists(label)):
-            skipped.append({"id": image_id, "reason": "image or label file missing"})
+            problem = getattr(datastore, "label_problem", lambda _: None)(image_id)  # a PACS names the SEG and why
+            skipped.append({"id": image_id, "reason": problem or "image or label file missing"})
             continue
         if labels is not None:
             try:

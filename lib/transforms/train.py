@@ -71,7 +71,9 @@ def preprocessing(task: SegmentationTask, spacing: Sequence[float], roi_size: Se
     if with_crop_masks:
         ts += [
             DilatedClassMasksd("label", "label4crop", num_classes=task.num_classes, radius_mm=task.crop_radius_mm),
-            SpatialPadd(keys=["image", "label", "label4crop"], spatial_size=tuple(roi_size), mode=("reflect", "constant", "constant")),
+            # constant (0: the bottom of the HU window, air-like): reflect padding fails on scans thinner than half
+            # the crop (a 20-slice series at the model spacing) and would mirror anatomy without its label
+            SpatialPadd(keys=["image", "label", "label4crop"], spatial_size=tuple(roi_size), mode="constant"),
         ]
     return ts
 

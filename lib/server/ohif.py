@@ -1,0 +1,58 @@
+"""The OHIF viewer bundled in the monailabel wheel, served at ``/ohif/`` with every asset as itself.
+
+MONAI Label 0.8.5's route turns the ``/`` of a nested path into ``os.pathsep`` (``:`` on Linux), so every file
+below the top folder (``assets/images/*.png``, the decoders' ``*.wasm`` ...) is answered with ``index.html``, and
+the browser gets HTML where it wanted an image or WebAssembly. Here a path names a file inside the OHIF folder
+(resolved, never outside it) and is sent with its own media type; only a path that is no file - one of OHIF's
+own client-side routes such as ``/ohif/monai-label?StudyInstanceUIDs=...`` - gets ``index.html``.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import FileResponse
+from monailabel.config import settings
+from monailabel.endpoints.user.auth import RBAC, User
+
+from lib.datastore.names import inside
+
+router = APIRouter(prefix="/ohif", include_in_schema=False)
+
+MEDIA_TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript",
+               ".css": "text/css", ".json": "application/json", ".map": "application/json", ".svg": "image/svg+xml",
+               ".html": "text/html", ".png": "image/png", ".ico": "image/x-icon", ".woff2": "font/woff2"}
+
+
+def ohif_folder() -> str:
+    import monailabel.endpoints
+
+    return os.path.join(os.path.dirname(os.path.realpath(monailabel.endpoints.__file__)), "static", "ohif")
+
+
+def ohif_file(path: str) -> str:
+    """The file a ``/ohif/<path>`` request gets (see the module docstring)."""
+    folder = ohif_folder()
+    index = os.path.join(folder, "index.html")
+    if not os.path.exists(index):
+        raise HTTPException(status_code=404, detail="this monailabel install has no OHIF viewer")
+    if path:
+        candidate = os.path.join(folder, *[p for p in path.split("/") if p])
+        if os.path.isfile(candidate) and inside(folder, candidate):
+            return candidate
+        if os.path.splitext(path)[1] and not path.endswith(".html"):
+            raise HTTPException(status_code=404, detail=f"no OHIF file {path}")
+    return index
+
+
+def media_type(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    return MEDIA_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+@router.get("/{path:path}")
+def get_ohif(path: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    file = ohif_file(path)
+    return FileResponse(file, media_type=media_type(file))
