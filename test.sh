@@ -4,6 +4,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$ROOT/scripts/setup.sh"
+# Orthanc + DICOMweb + Chromium for the OHIF/PACS end-to-end test (Debian packages; needs root or sudo).
+# Without them that test skips with the reason (DINTS_REQUIRE_PACS=1, as in CI, makes it a failure).
+"$ROOT/scripts/setup_pacs.sh" || echo "[test] PACS/browser packages not installed: tests/test_pacs_ohif.py will skip"
 cd "$ROOT"
 # the server tests start `monailabel`, whose launcher runs `python` from PATH: put the venv first
 export PATH="$ROOT/.venv/bin:$PATH" VIRTUAL_ENV="$ROOT/.venv"

@@ -39,6 +39,9 @@ python - <<'PY'
 import importlib, sys
 import torch, monai, monailabel
 missing = [m for m in ("nibabel", "nrrd", "itk", "pydicom_seg", "fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+import os, shutil
+if not shutil.which("itkimage2segimage", path=os.path.dirname(sys.executable)):
+    missing.append("itkimage2segimage (dcmqi)")
 if missing:
     sys.exit(f"[setup] missing after install: {missing}")
 print(f"[setup] torch {torch.__version__} (CUDA {torch.version.cuda}), monai {monai.__version__}, monailabel {monailabel.__version__}")

@@ -24,15 +24,19 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, studies: Path, conf: dict[str, str] | None = None, log_path: Path | None = None, env=None):
-        self.studies = Path(studies)
+    def __init__(self, studies: Path | str, conf: dict[str, str] | None = None, log_path: Path | None = None, env=None,
+                 workdir: Path | None = None):
+        """``studies``: a folder, or a DICOMweb URL (then ``workdir`` says where the server runs)."""
+        remote = str(studies).startswith(("http://", "https://"))
+        self.studies = str(studies) if remote else Path(studies)
+        self.workdir = Path(workdir) if workdir else Path(studies).parent
         # background scoring and the background build of the compiled CPU network (both on by default in the app)
         # would compete for the CPU with what a test measures; the active-learning tests switch scoring on
         # themselves, the build is tested in test_backends.py
         self.conf = {"auto_scoring": "false", "background_compile": "false", **(conf or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path or (self.studies.parent / f"server_{self.port}.log")
+        self.log_path = log_path or (self.workdir / f"server_{self.port}.log")
         self.env = env
         self.proc: subprocess.Popen | None = None
 
@@ -49,7 +53,7 @@ class Server:
         env.update(self.env or {})
         self._log = open(self.log_path, "wb")
         # run from an unrelated working directory: the app must not depend on it
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.studies.parent),
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.workdir),
                                      env=env, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -54,6 +54,21 @@ def assert_still_serving(server):
     assert r.status_code == 200
 
 
+def test_ohif_assets_are_served_as_themselves(server):
+    """MONAI Label 0.8.5 answered every nested OHIF file with index.html; the viewer then broke on its images and
+    WebAssembly decoders."""
+    base = f"{server.url}/ohif"
+    r = requests.get(f"{base}/assets/android-chrome-192x192.png", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content[:4] == b"\x89PNG"
+    wasm = requests.get(f"{base}/dicom-microscopy-viewer/c22b37c3488e1d6c3aa4.wasm", timeout=30)
+    assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm" and wasm.content[:4] == b"\0asm"
+    page = requests.get(f"{base}/monai-label?StudyInstanceUIDs=1.2.3", timeout=30)  # an OHIF route, not a file
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert requests.get(f"{base}/assets/no-such-image.png", timeout=30).status_code == 404
+    outside = requests.get(f"{base}/..%2F..%2F..%2Fapp.py", timeout=30)
+    assert outside.status_code in (200, 404) and b"MONAILabelApp" not in outside.content
+
+
 def test_info_lists_model_and_labels(client):
     info = client.info()
     # a list by value, as the stock OHIF v3 panel needs it (it appends to it); background for the click model

@@ -243,9 +243,9 @@ class DiNTSPancreasApp(MONAILabelApp):
         and resampled onto their images and a short refresh (:mod:`lib.datastore.dicomweb`)."""
         import shutil
 
+        from dicomweb_client.session_utils import create_session_from_user_pass
         from monailabel.config import settings
         from monailabel.datastore.dicom import DICOMwebClientX
-        from monailabel.datastore.utils.dicom import create_session_from_user_pass
 
         from lib.datastore.dicomweb import PACSDatastore
 

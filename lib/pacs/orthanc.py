@@ -174,6 +174,8 @@ def main(argv=None) -> int:
     ap.add_argument("--exit-after-load", action="store_true", help="load, then stop Orthanc and exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    ready = Path(args.folder) / ".loaded"  # ./run_pacs.sh waits for it before starting the app
+    ready.unlink(missing_ok=True)
     try:
         proc = start(args.folder, args.port)
     except (FileNotFoundError, RuntimeError) as exc:
@@ -189,6 +191,7 @@ def main(argv=None) -> int:
 
             loaded = load_studies(url, args.load, args.labels, dict(get_task("pancreas").labels))
             print(f"{len(loaded)} series in the PACS from {args.load}", flush=True)
+        ready.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
         if args.exit_after_load:
             return 0
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -196,6 +199,7 @@ def main(argv=None) -> int:
             time.sleep(1)
         return proc.returncode or 0
     finally:
+        ready.unlink(missing_ok=True)
         if proc.poll() is None:
             proc.terminate()
             try:

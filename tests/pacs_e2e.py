@@ -1,0 +1,330 @@
+"""The OHIF + PACS end-to-end run, as a script: ``tests/test_pacs_ohif.py`` runs it inside a private network
+namespace that has only loopback (``unshare -n``), so Orthanc (which listens on every address) and the app can
+talk to nobody else.
+
+    unshare -n bash -c 'ip link set lo up; python tests/pacs_e2e.py --out DIR'
+
+Steps (each timed, written to ``DIR/result.json``; a failed step stops the run and is recorded with its reason):
+Orthanc from the project's configuration, the sample phantoms written as DICOM series and the real DICOM series
+(``../shared``, when present) loaded into it; the app against its DICOMweb URL; headless Chromium opening OHIF's
+MONAI Label mode for a series, connecting the panel and running the segmentation (labelmap checked in the page,
+screenshots saved); then through ``MONAILabelClient``: infer on a series, submit two labels (DICOM SEGs appear
+in Orthanc), Next Sample never hands out a labelled series, train one epoch (a new model checksum in ``/info``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+
+REAL_SERIES = REPO_ROOT.parent / "shared" / "data" / "real-ct" / "example_ct_dicom_raw"
+SAMPLES = REPO_ROOT / "sample-datastore"
+MODEL = "dints_pancreas"
+TRAIN = {"epochs": 1, "val_interval": 1, "batch_size": 1, "val_roi_size": 64, "sw_overlap": 0.25,
+         "publish_policy": "best"}
+
+
+class Run:
+    def __init__(self, out: Path):
+        self.out = out
+        self.result = {"steps": [], "ok": False}
+
+    def step(self, name: str, fn, *args, **kwargs):
+        t0 = time.time()
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as exc:
+            self.result["steps"].append({"name": name, "seconds": round(time.time() - t0, 2), "ok": False,
+                                         "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:]})
+            self.save()
+            raise
+        entry = {"name": name, "seconds": round(time.time() - t0, 2), "ok": True}
+        if isinstance(value, dict) and value.get("report"):
+            entry["report"] = value["report"]
+        self.result["steps"].append(entry)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {entry['seconds']} s {entry.get('report', '')}", flush=True)
+        self.save()
+        return value
+
+    def save(self):
+        (self.out / "result.json").write_text(json.dumps(self.result, indent=1))
+
+
+def load_series(orthanc_url: str, tmp: Path) -> dict:
+    from lib.data.dicom_series import write_nifti_as_series
+    from lib.pacs.orthanc import upload_folder
+
+    series = {}
+    for name in ("phantom_000", "phantom_001"):
+        uids = write_nifti_as_series(SAMPLES / f"{name}.nii.gz", tmp / name, patient_id=name)
+        upload_folder(orthanc_url, tmp / name)
+        series[name] = uids["SeriesInstanceUID"]
+    if REAL_SERIES.is_dir():
+        import pydicom
+
+        files = sorted(p for p in REAL_SERIES.iterdir() if p.is_file())
+        for p in files:
+            requests.post(f"{orthanc_url}/instances", data=p.read_bytes(), timeout=60).raise_for_status()
+        series["real_ct"] = str(pydicom.dcmread(str(files[0]), stop_before_pixels=True).SeriesInstanceUID)
+    return {"series": series, "report": {k: v[-12:] for k, v in series.items()}}
+
+
+def browser_segmentation(app_url: str, study_uid: str, out: Path) -> dict:
+    """OHIF's MONAI Label mode for the study: connect the panel, run the segmentation, check the labelmap."""
+    from playwright.sync_api import sync_playwright
+
+    errors, console = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader",
+                                          "--enable-unsafe-swiftshader"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        bad_assets = []
+
+        def on_response(r):
+            url = r.url
+            if "/ohif/" in url and url.endswith((".png", ".wasm", ".svg", ".js", ".css")):
+                ctype = r.headers.get("content-type", "")
+                if r.status != 200 or "text/html" in ctype:
+                    bad_assets.append(f"{r.status} {ctype} {url}")
+
+        page.on("response", on_response)
+        page.goto(f"{app_url}/ohif/monai-label?StudyInstanceUIDs={study_uid}", wait_until="domcontentloaded")
+        page.wait_for_timeout(8000)
+        page.screenshot(path=str(out / "ohif_opened.png"))
+        inputs = page.locator("input")  # the panel's server address (it defaults to port 8000)
+        for i in range(inputs.count()):
+            if inputs.nth(i).input_value().startswith("http"):
+                inputs.nth(i).fill(app_url + "/")
+                break
+        page.locator("button.actionButton").first.click()
+        page.wait_for_timeout(4000)
+        (out / "body.txt").write_text(page.inner_text("body"))
+        hide = page.get_by_text("Confirm and Hide")
+        if hide.count():
+            hide.first.click()
+        page.screenshot(path=str(out / "ohif_connected.png"))
+        before = overlay_pixels(out / "ohif_connected.png")
+        run_button = page.locator("button:visible", has_text="Run").first
+        t0 = time.time()
+        with page.expect_response(lambda r: "/infer/" in r.url, timeout=300000) as resp:
+            run_button.click()
+        infer_status = resp.value.status
+        infer_seconds = time.time() - t0
+        page.wait_for_timeout(6000)
+        page.screenshot(path=str(out / "ohif_segmented.png"))
+        (out / "body_after.txt").write_text(page.inner_text("body"))
+        after = overlay_pixels(out / "ohif_segmented.png")
+        panel = page.inner_text("body")
+        buttons = page.locator("button")
+        (out / "buttons.txt").write_text("\n".join(f"{i}: {buttons.nth(i).inner_text()!r} {buttons.nth(i).get_attribute('class')}" for i in range(buttons.count())))
+        (out / "panel.html").write_text(page.content())
+        (out / "console.txt").write_text("\n".join(console))
+        browser.close()
+    return {"errors": errors, "bad_assets": bad_assets, "infer_status": infer_status, "overlay_before": before,
+            "overlay_after": after, "models_in_panel": [m for m in ("dints_pancreas", "deepedit_pancreas") if m in panel],
+            "report": {"page_errors": len(errors), "bad_assets": len(bad_assets), "infer_status": infer_status,
+                       "infer_seconds": round(infer_seconds, 1), "overlay_pixels": [before, after]}}
+
+
+def overlay_pixels(png: Path) -> int:
+    """Coloured pixels inside the three viewports: the CT is grey, a labelmap is not (the UI's blue borders and
+    text are outside the cropped regions)."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    h, w, _ = img.shape
+    region = img[int(0.15 * h):int(0.85 * h), int(0.21 * w):int(0.79 * w)]
+    spread = region.max(-1) - region.min(-1)
+    warm = region[..., 0] > region[..., 2] + 40  # labelmap colours here are warm (orange/red); UI blue is not
+    return int(((spread > 60) & warm).sum())
+
+
+def cached_image(server, uid: str, tmp: Path):
+    """The series as the app sees it (its NIfTI conversion), through GET /datastore/image."""
+    r = requests.get(f"{server.url}/datastore/image", params={"image": uid}, timeout=120)
+    r.raise_for_status()
+    path = tmp / f"{uid}.nii.gz"
+    path.write_bytes(r.content)
+    return nib.load(path)
+
+
+def seg_series(orthanc_url: str) -> dict:
+    """SEG series UID -> the series it references, as Orthanc holds them."""
+    out = {}
+    for d in requests.get(f"{orthanc_url}/dicom-web/series", params={"Modality": "SEG"}, timeout=30).json() or []:
+        study, seg = d["0020000D"]["Value"][0], d["0020000E"]["Value"][0]
+        meta = requests.get(f"{orthanc_url}/dicom-web/studies/{study}/series/{seg}/metadata", timeout=30).json()[0]
+        out[seg] = meta["00081115"]["Value"][0]["0020000E"]["Value"][0]
+    return out
+
+
+def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: Path) -> dict:
+    from lib.datastore.seg_label import resample_nearest
+
+    res = {}
+    target = loaded.get("real_ct", loaded["phantom_001"])
+
+    def infer():
+        image = cached_image(server, target, tmp)
+        label_file, params = client.infer(MODEL, target, {})
+        label = nib.load(label_file)
+        ok = label.shape == image.shape and np.allclose(label.affine, image.affine, atol=1e-3)
+        assert ok, f"label {label.shape} on another grid than the series {image.shape}"
+        return {"shape": list(label.shape), "same_grid": ok, "report": {"label_shape": list(label.shape), "same_grid": ok}}
+
+    res["infer"] = run.step("client: infer on a series", infer)
+
+    def submit():
+        before = set(seg_series(orthanc_url))
+        submitted = {}
+        # phantom_000: its sample label, put onto the series' grid (world coordinates, nearest)
+        img0 = cached_image(server, loaded["phantom_000"], tmp)
+        ref = nib.load(SAMPLES / "labels" / "final" / "phantom_000.nii.gz")
+        lab0 = resample_nearest(np.asarray(ref.dataobj).astype(np.uint8), ref.affine, img0.affine, img0.shape)
+        second = "real_ct" if "real_ct" in loaded else "phantom_001"
+        img1 = cached_image(server, loaded[second], tmp)
+        lab1 = np.zeros(img1.shape, np.uint8)  # a drawn blob (the real series has no reference label)
+        c = np.array(img1.shape) // 2
+        lab1[c[0] - 30:c[0] + 30, c[1] - 20:c[1] + 20, max(0, c[2] - 4):c[2] + 4] = 1
+        lab1[c[0] - 8:c[0] + 8, c[1] - 6:c[1] + 6, max(0, c[2] - 2):c[2] + 2] = 2
+        for name, img, lab in (("phantom_000", img0, lab0), (second, img1, lab1)):
+            path = tmp / f"label_{name}.nii.gz"
+            nib.save(nib.Nifti1Image(lab, img.affine), path)
+            client.save_label(loaded[name], str(path), tag="final")
+            submitted[name] = loaded[name]
+        segs = seg_series(orthanc_url)
+        new = {s: ref for s, ref in segs.items() if s not in before}
+        assert sorted(new.values()) == sorted(submitted.values()), f"SEGs in Orthanc: {new}, submitted {submitted}"
+        return {"labelled": submitted, "report": {"new_segs": len(new)}}
+
+    res["submit"] = run.step("client: submit two labels (DICOM SEGs in Orthanc)", submit)
+    labelled = set(res["submit"]["labelled"].values())
+
+    def next_sample():
+        status = requests.get(f"{server.url}/datastore/", params={"output": "stats"}, timeout=30).json()
+        listing = client.datastore()["objects"]  # /datastore?output=all, as the plugins read it
+        with_final = {uid for uid, obj in listing.items() if obj.get("labels", {}).get("final")}
+        assert with_final == labelled, f"/datastore?output=all marks {with_final} labelled, not {labelled}"
+        seen = []
+        for strategy in ("first", "random"):
+            sample = client.next_sample(strategy, {})
+            seen.append(sample.get("id"))
+        assert status.get("completed") == len(labelled), f"/datastore: {status}"
+        assert not labelled & set(seen), f"Next Sample handed out a labelled series: {seen}"
+        return {"next": seen, "report": {"datastore": status, "next_sample_labelled": len(labelled & set(seen))}}
+
+    res["next_sample"] = run.step("client: /datastore and Next Sample after labelling", next_sample)
+
+    def train():
+        before = requests.get(f"{server.url}/info/", timeout=30).json()["models"][MODEL]["model"]["checksum"]
+        task = client.train_start(MODEL, dict(TRAIN))
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            tasks = requests.get(f"{server.url}/train/", params={"all": True}, timeout=30).json()
+            tasks = tasks if isinstance(tasks, list) else [tasks]
+            t = next((t for t in tasks if t["id"] == task["id"]), None)
+            if t and t["status"] in ("DONE", "ERROR", "STOPPED"):
+                break
+            time.sleep(2)
+        assert t and t["status"] == "DONE", f"training ended {t and t['status']}: {server.log()[-3000:]}"
+        after = requests.get(f"{server.url}/info/", timeout=30).json()["models"][MODEL]["model"]["checksum"]
+        assert after != before, "training published no new model"
+        stats = requests.get(f"{server.url}/info/", timeout=30).json().get("train_stats", {}).get(MODEL, {})
+        return {"before": before, "after": after, "report": {"checksum": [before, after],
+                                                             "skipped": stats.get("skipped"),
+                                                             "train_images": stats.get("train_images")}}
+
+    res["train"] = run.step("client: train one epoch on the two labelled series", train)
+
+    def new_series_seen():
+        from lib.data.dicom_series import write_nifti_as_series
+        from lib.pacs.orthanc import upload_folder
+
+        total = requests.get(f"{server.url}/datastore/", params={"output": "stats"}, timeout=30).json()["total"]
+        uids = write_nifti_as_series(SAMPLES / "phantom_002.nii.gz", tmp / "phantom_002", patient_id="phantom_002")
+        upload_folder(orthanc_url, tmp / "phantom_002")
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            stats = requests.get(f"{server.url}/datastore/", params={"output": "stats"}, timeout=30).json()
+            if stats["total"] == total + 1:
+                break
+            time.sleep(0.25)
+        seen_after = time.time() - t0
+        assert stats["total"] == total + 1, f"a series added to the PACS is not in /datastore after 60 s: {stats}"
+        return {"seconds": round(seen_after, 2), "uid": uids["SeriesInstanceUID"],
+                "report": {"seen_after_seconds": round(seen_after, 2)}}
+
+    res["new_series"] = run.step("a series added to the PACS appears in /datastore", new_series_seen)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--no-browser", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = Run(out)
+    tmp = Path(tempfile.mkdtemp(prefix="pacs_e2e_", dir=out))
+    from conftest import copy_model_dir
+    from server import Server, free_port
+
+    from lib.pacs.orthanc import start
+
+    orthanc = server = None
+    try:
+        port = free_port()
+        orthanc_url = f"http://127.0.0.1:{port}"
+        orthanc = run.step("start Orthanc", start, tmp / "orthanc", port)
+        loaded = run.step("load series", load_series, orthanc_url, tmp)["series"]
+        run.result["series"] = loaded
+        model_dir = copy_model_dir(tmp / "model")
+        server = Server(f"{orthanc_url}/dicom-web", conf={"model_dir": str(model_dir), "dicomweb_refresh_seconds": "2"},
+                        log_path=out / "server.log", workdir=tmp,
+                        env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / "cache")})
+        run.step("start the app against the PACS", server.start)
+        info = requests.get(f"{server.url}/info/", timeout=30).json()
+        run.result["info_labels"] = info["labels"]
+        if not args.no_browser:
+            study = requests.get(f"{orthanc_url}/dicom-web/series", params={"SeriesInstanceUID": loaded["phantom_000"]},
+                                 timeout=30).json()[0]["0020000D"]["Value"][0]
+            run.result["browser"] = run.step("OHIF: open, connect, segment", browser_segmentation, server.url, study, out)
+        from monailabel.client.client import MONAILabelClient
+
+        client = MONAILabelClient(server.url, tmpdir=str(tmp / "client"))
+        (tmp / "client").mkdir()
+        run.result["client"] = client_flow(run, client, server, orthanc_url, loaded, tmp)
+        run.result["ok"] = True
+        run.save()
+        return 0
+    except Exception:
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+        if orthanc is not None:
+            orthanc.terminate()
+            orthanc.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
