@@ -205,6 +205,14 @@ def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: P
         c = np.array(img1.shape) // 2
         lab1[c[0] - 30:c[0] + 30, c[1] - 20:c[1] + 20, max(0, c[2] - 4):c[2] + 4] = 1
         lab1[c[0] - 8:c[0] + 8, c[1] - 6:c[1] + 6, max(0, c[2] - 2):c[2] + 2] = 2
+        # a label on another grid is refused (422) and nothing reaches the PACS
+        bad = tmp / "label_bad.nii.gz"
+        nib.save(nib.Nifti1Image(lab0[:-4], img0.affine), bad)
+        with open(bad, "rb") as f:
+            r = requests.put(f"{server.url}/datastore/label", params={"image": loaded["phantom_000"], "tag": "final"},
+                             files={"label": ("label_bad.nii.gz", f)}, timeout=60)
+        assert r.status_code == 422, f"a label of the wrong shape got {r.status_code}: {r.text[:300]}"
+        assert set(seg_series(orthanc_url)) == before, "a refused label left a SEG in the PACS"
         for name, img, lab in (("phantom_000", img0, lab0), (second, img1, lab1)):
             path = tmp / f"label_{name}.nii.gz"
             nib.save(nib.Nifti1Image(lab, img.affine), path)
@@ -213,7 +221,8 @@ def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: P
         segs = seg_series(orthanc_url)
         new = {s: ref for s, ref in segs.items() if s not in before}
         assert sorted(new.values()) == sorted(submitted.values()), f"SEGs in Orthanc: {new}, submitted {submitted}"
-        return {"labelled": submitted, "report": {"new_segs": len(new)}}
+        return {"labelled": submitted, "refused_status": r.status_code,
+                "report": {"new_segs": len(new), "wrong_shape_label": r.status_code}}
 
     res["submit"] = run.step("client: submit two labels (DICOM SEGs in Orthanc)", submit)
     labelled = set(res["submit"]["labelled"].values())

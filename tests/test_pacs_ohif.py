@@ -90,6 +90,7 @@ def test_client_infer_on_a_series_answers_in_its_geometry(run):
 def test_submitted_labels_are_dicom_segs_and_next_sample_skips_them(run):
     client = run["client"]
     assert len(client["submit"]["labelled"]) == 2
+    assert client["submit"]["refused_status"] == 422  # a label off its series' grid never becomes a SEG
     assert not set(client["next_sample"]["next"]) & set(client["submit"]["labelled"].values())
     assert all(n for n in client["next_sample"]["next"]), "Next Sample offered nothing though a series is unlabelled"
 
