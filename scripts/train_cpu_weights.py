@@ -12,10 +12,12 @@ automatic model's weights (``--init``; the guidance channels' stem weights start
 automatic model), and keeps the last weights (its automatic-mode validation Dice is logged, not selected on)::
 
     python scripts/train_cpu_weights.py --interactive --max-steps 1000 --minutes 120 --out round1.pt
-    python scripts/train_cpu_weights.py --interactive --init round1.pt --max-steps 1000 --minutes 120 \
-        --lr 1e-3 --no-click-prob 0.2 --click-rounds 3 --deepest-prob 0.5
+    python scripts/train_cpu_weights.py --interactive --init round1.pt --max-steps 1000 --minutes 120 \\
+        --lr 1e-3 --no-click-prob 0.2 --click-rounds 3 --deepest-prob 0.5 --out round2.pt
+    python scripts/train_cpu_weights.py --interactive --init round2.pt --max-steps 1000 --minutes 75 \\
+        --lr 5e-4 --no-click-prob 0.2 --click-rounds 4 --deepest-prob 0.8
 
-(the shipped ``pretrained_deepedit_pancreas_cpu.pt`` came from exactly these two runs).
+(the shipped ``pretrained_deepedit_pancreas_cpu.pt`` came from exactly these three runs).
 
 Phantoms are generated from seeds 5000+ (training) and 9000+ (validation); the shipped sample
 datastore uses seeds from 1000 and is never trained on. The network is the compact DiNTS of the ``cpu``

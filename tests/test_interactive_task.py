@@ -150,3 +150,26 @@ def test_the_local_update_equals_restoring_the_whole_volume(task, volume, tmp_pa
     state = task.cache.get(image_key(str(path), task.served.checksum()))
     full = resample_argmax(state.scores, state.model_affine, state.input_affine, state.input_shape)
     assert (label == full).mean() > 0.995
+
+
+def test_connected_scope_keeps_only_changes_that_touch_the_click():
+    """``click_scope connected``: of the voxels whose class a click's window changed, only the regions reaching the
+    click's neighbourhood stay (grown by one voxel); a region changed far away in the same window is undone."""
+    from lib.infers.interactive import connected_to
+
+    changed = np.zeros((20, 20, 20), bool)
+    changed[4:8, 4:8, 4:8] = True  # touches the click box below
+    changed[14:17, 14:17, 14:17] = True  # elsewhere in the window
+    keep = connected_to(changed, (slice(6, 9), slice(6, 9), slice(6, 9)))
+    assert keep[4:8, 4:8, 4:8].all() and keep[3, 5, 5]  # the connected region, grown by one voxel
+    assert not keep[13:18, 13:18, 13:18].any()
+    assert not connected_to(np.zeros((5, 5, 5), bool), (slice(0, 2),) * 3).any()
+
+
+def test_an_unknown_click_scope_is_refused_at_start_up(random_model_dir):
+    from lib.configs.interactive import InteractiveConfig
+
+    cfg = InteractiveConfig()
+    cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "click_scope": "everything"}, None)
+    with pytest.raises(ValueError, match="click_scope must be one of connected, window"):
+        cfg.infer()
