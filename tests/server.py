@@ -8,10 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
+from lib.wait import wait_until_serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = REPO_ROOT / "apps" / "dints_pancreas"
@@ -55,18 +54,9 @@ class Server:
         # run from an unrelated working directory: the app must not depend on it
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.workdir),
                                      env=env, start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            try:
-                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log()[-4000:]}")
+        wait_until_serving(self.proc, f"{self.url}/info/", timeout, "server", details=lambda: "\n" + self.log()[-4000:],
+                           stop=self.stop)
+        return self
 
     def log(self) -> str:
         try:

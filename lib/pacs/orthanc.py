@@ -27,6 +27,8 @@ from pathlib import Path
 
 import requests
 
+from lib.wait import wait_until_serving
+
 logger = logging.getLogger(__name__)
 
 PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins", "/usr/local/share/orthanc/plugins")
@@ -82,18 +84,9 @@ def start(folder: str | os.PathLike, port: int = 8042, log_file: str | None = No
     proc = subprocess.Popen([find_binary(), str(config)], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{int(port)}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Orthanc exited at start-up (code {proc.returncode}); see {log.name}")
-        try:
-            if requests.get(f"{url}/dicom-web/studies", timeout=2).status_code == 200:
-                return proc
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError(f"Orthanc did not answer on {url} within 60 s; see {log.name}")
+    wait_until_serving(proc, f"{url}/dicom-web/studies", 60, "Orthanc", details=lambda: f"see {log.name}",
+                       stop=proc.terminate, interval=0.3, request_timeout=2)
+    return proc
 
 
 def series_of_patient(url: str, patient_id: str, modality: str = "CT") -> list[str]:
