@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
+from server import wait_train  # noqa: E402
 
 REAL_SERIES = REPO_ROOT.parent / "shared" / "data" / "real-ct" / "example_ct_dicom_raw"
 SAMPLES = REPO_ROOT / "sample-datastore"
@@ -67,7 +68,7 @@ class Run:
 
 def load_series(orthanc_url: str, tmp: Path) -> dict:
     from lib.data.dicom_series import write_nifti_as_series
-    from lib.pacs.orthanc import upload_folder
+    from lib.pacs.orthanc import upload_files, upload_folder
 
     series = {}
     for name in ("phantom_000", "phantom_001"):
@@ -78,8 +79,7 @@ def load_series(orthanc_url: str, tmp: Path) -> dict:
         import pydicom
 
         files = sorted(p for p in REAL_SERIES.iterdir() if p.is_file())
-        for p in files:
-            requests.post(f"{orthanc_url}/instances", data=p.read_bytes(), timeout=60).raise_for_status()
+        upload_files(orthanc_url, files)
         series["real_ct"] = str(pydicom.dcmread(str(files[0]), stop_before_pixels=True).SeriesInstanceUID)
     return {"series": series, "report": {k: v[-12:] for k, v in series.items()}}
 
@@ -116,7 +116,6 @@ def browser_segmentation(app_url: str, study_uid: str, out: Path) -> dict:
                 break
         page.locator("button.actionButton").first.click()
         page.wait_for_timeout(4000)
-        (out / "body.txt").write_text(page.inner_text("body"))
         hide = page.get_by_text("Confirm and Hide")
         if hide.count():
             hide.first.click()
@@ -130,12 +129,9 @@ def browser_segmentation(app_url: str, study_uid: str, out: Path) -> dict:
         infer_seconds = time.time() - t0
         page.wait_for_timeout(6000)
         page.screenshot(path=str(out / "ohif_segmented.png"))
-        (out / "body_after.txt").write_text(page.inner_text("body"))
         after = overlay_pixels(out / "ohif_segmented.png")
-        panel = page.inner_text("body")
-        buttons = page.locator("button")
-        (out / "buttons.txt").write_text("\n".join(f"{i}: {buttons.nth(i).inner_text()!r} {buttons.nth(i).get_attribute('class')}" for i in range(buttons.count())))
-        (out / "panel.html").write_text(page.content())
+        panel = page.inner_text("body")  # what the page says, panel included
+        (out / "page_text.txt").write_text(panel)
         (out / "console.txt").write_text("\n".join(console))
         browser.close()
     return {"errors": errors, "bad_assets": bad_assets, "infer_status": infer_status, "overlay_before": before,
@@ -245,21 +241,15 @@ def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: P
     def train():
         before = requests.get(f"{server.url}/info/", timeout=30).json()["models"][MODEL]["model"]["checksum"]
         task = client.train_start(MODEL, dict(TRAIN))
-        deadline = time.time() + 900
-        while time.time() < deadline:
-            tasks = requests.get(f"{server.url}/train/", params={"all": True}, timeout=30).json()
-            tasks = tasks if isinstance(tasks, list) else [tasks]
-            t = next((t for t in tasks if t["id"] == task["id"]), None)
-            if t and t["status"] in ("DONE", "ERROR", "STOPPED"):
-                break
-            time.sleep(2)
-        assert t and t["status"] == "DONE", f"training ended {t and t['status']}: {server.log()[-3000:]}"
-        after = requests.get(f"{server.url}/info/", timeout=30).json()["models"][MODEL]["model"]["checksum"]
+        done = wait_train(server, task["id"], timeout=900)
+        assert done["status"] == "DONE", f"training ended {done['status']}: {server.log()[-3000:]}"
+        info = requests.get(f"{server.url}/info/", timeout=30).json()
+        after = info["models"][MODEL]["model"]["checksum"]
         assert after != before, "training published no new model"
-        stats = requests.get(f"{server.url}/info/", timeout=30).json().get("train_stats", {}).get(MODEL, {})
+        stats = info.get("train_stats", {}).get(MODEL, {})
         return {"before": before, "after": after, "report": {"checksum": [before, after],
                                                              "skipped": stats.get("skipped"),
-                                                             "train_images": stats.get("train_images")}}
+                                                             "training_ids": len(stats.get("training_ids", []))}}
 
     res["train"] = run.step("client: train one epoch on the two labelled series", train)
 

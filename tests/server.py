@@ -8,7 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import requests
 
 from lib.wait import wait_until_serving
 
@@ -77,3 +80,16 @@ class Server:
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+
+def wait_train(server: Server, task_id: str | None = None, timeout: float = 240.0) -> dict:
+    """Wait for the latest (or the given) train task to end; returns it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        tasks = requests.get(f"{server.url}/train/", params={"all": True}, timeout=30).json()
+        tasks = tasks if isinstance(tasks, list) else [tasks]
+        task = next((t for t in tasks if t["id"] == task_id), None) if task_id else tasks[-1]
+        if task and task["status"] in ("DONE", "ERROR", "STOPPED"):
+            return task
+        time.sleep(1.0)
+    raise AssertionError(f"train task did not end within {timeout}s:\n{server.log()[-4000:]}")

@@ -18,9 +18,8 @@ import requests
 
 from conftest import copy_datastore, copy_model_dir
 from safety_helpers import label_for, sha
-from server import Server
+from server import Server, wait_train
 from test_train import TINY_TRAIN, make_studies
-from test_train_server import wait_train
 
 pytestmark = pytest.mark.server
 

@@ -6,7 +6,6 @@ training publishes new weights that the next inference uses."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from conftest import copy_model_dir
-from server import Server
+from server import Server, wait_train
 
 from lib.data.make_phantoms import main as make_phantoms
 from lib.networks.factory import file_checksum, load_checkpoint
@@ -58,20 +57,9 @@ def client(server):
     return MONAILabelClient(server.url, tmpdir=str(tmp))
 
 
-def wait_train(server, task_id: str, timeout: float = 300.0) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        tasks = requests.get(f"{server.url}/train/", params={"all": True}, timeout=30).json()
-        task = next((t for t in (tasks if isinstance(tasks, list) else [tasks]) if t["id"] == task_id), None)
-        if task and task["status"] in ("DONE", "ERROR", "STOPPED"):
-            return task
-        time.sleep(1.0)
-    raise AssertionError(f"train task did not end within {timeout}s:\n{server.log()[-4000:]}")
-
-
 def train(server, client) -> str:
     task = client.train_start(server.name, dict(TRAIN))
-    done = wait_train(server, task["id"])
+    done = wait_train(server, task["id"], timeout=300.0)
     assert done["status"] == "DONE", server.log()[-4000:]
     stats = client.info()["train_stats"][server.name]
     assert stats["status"] == "DONE" and stats["published_file"], stats

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from conftest import copy_model_dir
-from server import Server
+from server import Server, wait_train
 from test_train import TINY_SEARCH, TINY_TRAIN, blob_label, make_studies
 
 from lib.networks.arch_code import load_arch_code
@@ -35,19 +35,6 @@ def server(module_tmp):
     srv.model_dir = model
     yield srv
     srv.stop()
-
-
-def wait_train(server, task_id: str | None = None, timeout: float = 240.0) -> dict:
-    """Wait for the latest (or the given) train task to end; returns it."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        tasks = requests.get(f"{server.url}/train/", params={"all": True}, timeout=30).json()
-        tasks = tasks if isinstance(tasks, list) else [tasks]
-        task = next((t for t in tasks if t["id"] == task_id), None) if task_id else tasks[-1]
-        if task and task["status"] in ("DONE", "ERROR", "STOPPED"):
-            return task
-        time.sleep(1.0)
-    raise AssertionError(f"train task did not end within {timeout}s:\n{server.log()[-4000:]}")
 
 
 def train_stats(client, name: str) -> dict:

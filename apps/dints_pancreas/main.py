@@ -47,8 +47,10 @@ def label_list(models: dict, labels: dict[str, int]) -> list[str]:
     the stock OHIF v3 panel appends to it (a dict there left the panel empty), 3D Slicer iterates it."""
     values = dict(labels)
     for model in models.values():
-        for name, value in (model.get("labels") or {}).items() if isinstance(model.get("labels"), dict) else ():
-            values.setdefault(name, int(value))
+        model_labels = model.get("labels")
+        if isinstance(model_labels, dict):
+            for name, value in model_labels.items():
+                values.setdefault(name, int(value))
     return [name for name, _ in sorted(values.items(), key=lambda item: (item[1], item[0]))]
 
 
@@ -258,13 +260,21 @@ class DiNTSPancreasApp(MONAILabelApp):
         if not shutil.which("itkimage2segimage"):
             logger.error("itkimage2segimage (dcmqi) is not on PATH: labels cannot be stored as DICOM SEG; "
                          "run ./scripts/setup.sh (dcmqi is in requirements.txt)")
-        session = None
-        if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD:
-            session = create_session_from_user_pass(settings.MONAI_LABEL_DICOMWEB_USERNAME,
-                                                    settings.MONAI_LABEL_DICOMWEB_PASSWORD)
-        client = DICOMwebClientX(url=self.studies, session=session, qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
-                                 wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
-                                 stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX)
+        # the client exactly as MONAI Label's _init_dicomweb_datastore makes it (Google Cloud, basic auth, prefixes);
+        # that method itself is not called: it would download dcmqi and build the datastore this one replaces
+        if "googleapis.com" in self.studies:
+            from dicomweb_client import DICOMwebClient
+            from dicomweb_client.ext.gcp.session_utils import create_session_from_gcp_credentials
+
+            client = DICOMwebClient(url=self.studies, session=create_session_from_gcp_credentials())
+        else:
+            session = None
+            if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD:
+                session = create_session_from_user_pass(settings.MONAI_LABEL_DICOMWEB_USERNAME,
+                                                        settings.MONAI_LABEL_DICOMWEB_PASSWORD)
+            client = DICOMwebClientX(url=self.studies, session=session, qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
+                                     wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
+                                     stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX)
         cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
         logger.info(f"Using the DICOMweb PACS {self.studies} (cache {cache or 'default'})")
         return PACSDatastore(client, settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER, dict(self.task_config.task.labels),

@@ -27,7 +27,6 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
 from monailabel.datastore.utils.dicom import dicom_web_download_series
@@ -140,10 +139,6 @@ class PACSDatastore(DICOMWebDatastore):
         self._series.clear()
         return image_id in set(self.list_images())
 
-    def seg_of(self, image_id: str) -> str | None:
-        """The SEG series UID of an image's final label (its newest), or None."""
-        return self._index.get().get(image_id)
-
     def label_problem(self, image_id: str) -> str | None:
         """Why the image's SEG could not be used as its label (None when it could, or was not tried)."""
         return self._problems.get(image_id)
@@ -162,13 +157,29 @@ class PACSDatastore(DICOMWebDatastore):
             return ""
         return self._label_file(image_id, seg_uid) or ""
 
+    def _label_path(self, image_id: str) -> str:
+        """The cached label of an image on its grid (what training reads)."""
+        return os.path.join(self._datastore.label_path(FINAL), f"{image_id}.nii.gz")
+
+    def _converted(self) -> dict[str, str]:
+        """image id -> the SEG UID its cached label file was made from (``seg_labels.json``)."""
+        return atomic.read_json(self._converted_path, default={}) or {}
+
+    def _record_conversion(self, image_id: str, seg_uid: str | None) -> None:
+        """Note (``seg_uid``) or forget (None) which SEG the image's cached label file holds; under the lock."""
+        made = self._converted()
+        if seg_uid:
+            made[image_id] = seg_uid
+        else:
+            made.pop(image_id, None)
+        atomic.write_json(self._converted_path, made, indent=1)
+
     def _label_file(self, image_id: str, seg_uid: str) -> str | None:
         from lib.datastore.seg_label import SegError, write_seg_label
 
-        out = os.path.join(self._datastore.label_path(FINAL), f"{image_id}.nii.gz")
+        out = self._label_path(image_id)
         with self._convert_lock:
-            made = atomic.read_json(self._converted_path, default={}) or {}
-            if made.get(image_id) == seg_uid and os.path.exists(out):
+            if self._converted().get(image_id) == seg_uid and os.path.exists(out):
                 return out
             seg_dir = os.path.realpath(os.path.join(self._datastore.label_path(FINAL), seg_uid))
             try:
@@ -181,8 +192,7 @@ class PACSDatastore(DICOMWebDatastore):
                 self._problems[image_id] = f"SEG {seg_uid}: {exc}"
                 logger.warning(f"label of {image_id} skipped: SEG {seg_uid}: {exc}")
                 return None
-            made[image_id] = seg_uid
-            atomic.write_json(self._converted_path, made, indent=1)
+            self._record_conversion(image_id, seg_uid)
             self._problems.pop(image_id, None)
             logger.info(f"SEG {seg_uid} -> label of {image_id} on its grid (segments {found.segments})")
             return out
@@ -200,10 +210,13 @@ class PACSDatastore(DICOMWebDatastore):
                    label_id: str = "") -> str:
         """Check the label against its image, name its segments after the task's labels, store it (a DICOM SEG in
         the PACS for ``final``), and re-read the label index at once."""
+        import nibabel as nib
         from monailabel.datastore.utils.convert import binary_to_image
 
-        from lib.datastore.label_check import check_label, read_voxels
+        from lib.datastore.label_check import check_label
+        from lib.datastore.seg_label import segment_info
         from lib.errors import InputError
+        from lib.transforms.writer import write_label
 
         if not self.has_image(image_id):
             raise InputError(f"no series {image_id!r} in the PACS", 404)
@@ -217,13 +230,11 @@ class PACSDatastore(DICOMWebDatastore):
                     raise InputError(f"the raw label does not fit the image: {exc}", 422) from None
                 temporary.append(label_filename)
             checked = check_label(label_filename, image, self.labels)
-            data = np.asarray(checked.data if checked.data is not None else read_voxels(label_filename), dtype=np.uint8)
             # stored as plain label ids in a NIfTI on the image's grid: the cached label is exactly the SEG's content
-            label_filename = self._as_nifti(data, image)
+            label_filename = write_label(checked.voxels(), nib.load(image).affine, ".nii.gz")
             temporary.append(label_filename)
-            names = {v: n for n, v in self.labels.items()}
             info = dict(label_info or {})
-            info["label_info"] = [{"name": names[int(v)]} for v in np.unique(data) if int(v) in names and int(v) > 0]
+            info["label_info"] = segment_info(checked.values, self.labels)  # the values present
             if label_tag == FINAL and not info["label_info"]:
                 raise InputError("the label is empty: a DICOM SEG needs at least one labelled voxel", 422)
             result = super().save_label(image_id, label_filename, label_tag, info)
@@ -234,28 +245,10 @@ class PACSDatastore(DICOMWebDatastore):
         if label_tag == FINAL:
             seg_uid = info.get("SeriesInstanceUID")
             if seg_uid:
-                out = os.path.join(self._datastore.label_path(FINAL), f"{image_id}.nii.gz")
-                with self._convert_lock:
-                    made = atomic.read_json(self._converted_path, default={}) or {}
-                    if os.path.exists(out):
-                        made[image_id] = seg_uid  # the file just stored is this SEG's content on the image grid
-                    else:
-                        made.pop(image_id, None)
-                    atomic.write_json(self._converted_path, made, indent=1)
+                with self._convert_lock:  # the file just stored is this SEG's content on the image grid
+                    self._record_conversion(image_id, seg_uid if os.path.exists(self._label_path(image_id)) else None)
             self.refresh()
         return result
-
-    @staticmethod
-    def _as_nifti(data: np.ndarray, image: str) -> str:
-        import tempfile
-
-        import nibabel as nib
-
-        affine = nib.load(image).affine
-        fd, path = tempfile.mkstemp(suffix=".nii.gz")
-        os.close(fd)
-        nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.uint8), affine), path)
-        return path
 
     # ---- /datastore --------------------------------------------------------------------------------
     def json(self):

@@ -166,6 +166,10 @@ class CheckedLabel:
     data: np.ndarray | None
     values: dict[int, int]  # value -> voxel count, after mapping
 
+    def voxels(self) -> np.ndarray:
+        """The label's voxels as uint8 label ids (the rewritten ones when it had to be rewritten)."""
+        return (self.data if self.data is not None else read_voxels(self.path)).astype(np.uint8)
+
 
 def check_label(label_path: str, image_path: str, labels: dict[str, int], label_info=None) -> CheckedLabel:
     """Raise :class:`InputError` 422 unless ``label_path`` is a valid label of the image at ``image_path``."""

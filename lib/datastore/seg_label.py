@@ -29,9 +29,17 @@ class SegError(ValueError):
     """A SEG that cannot be turned into a label of its image (the message names why)."""
 
 
+def segment_info(values, labels: dict[str, int]) -> list[dict]:
+    """MONAI Label's ``label_info`` for writing a SEG of a label holding ``values``: one ``{"name"}`` per labelled
+    value present, in value order, named after the task's label (so it reads back by :func:`segment_values`)."""
+    names = {int(v): n for n, v in labels.items()}
+    return [{"name": names[int(v)]} for v in sorted({int(v) for v in values}) if v > 0 and int(v) in names]
+
+
 @dataclass
 class SegLabel:
     data: np.ndarray  # on the image grid, uint8 label values
+    affine: np.ndarray  # the image's (RAS)
     segments: dict[int, str] = field(default_factory=dict)  # SEG segment number -> task label name used
     ignored: list[str] = field(default_factory=list)  # segment labels with no task label
 
@@ -118,17 +126,13 @@ def seg_on_image(seg_path: str | os.PathLike, image_path: str | os.PathLike, lab
     data = resample_nearest(seg_data, sitk_affine_ras(seg_img), image.affine, image.shape[:3]).astype(np.uint8)
     if ignored:
         logger.warning(f"SEG {path.name}: segments without a task label are left out: {ignored}")
-    return SegLabel(data=data, segments=used, ignored=ignored)
+    return SegLabel(data=data, affine=np.asarray(image.affine), segments=used, ignored=ignored)
 
 
 def write_seg_label(seg_path, image_path, labels: dict[str, int], out_path) -> SegLabel:
     """:func:`seg_on_image`, written atomically as NIfTI with the image's affine (never a half-written label)."""
-    import nibabel as nib
+    from lib.transforms.writer import write_nifti
 
     found = seg_on_image(seg_path, image_path, labels)
-    image = nib.load(str(image_path))
-    img = nib.Nifti1Image(found.data, image.affine)
-    img.set_qform(image.affine, code=1)
-    img.set_sform(image.affine, code=1)
-    atomic.write_with(out_path, lambda tmp: nib.save(img, tmp), suffix=".nii.gz")
+    atomic.write_with(out_path, lambda tmp: write_nifti(found.data, found.affine, tmp), suffix=".nii.gz")
     return found

@@ -114,9 +114,10 @@ class InteractiveInfer(ServedTask):
 
     def info(self) -> dict[str, Any]:
         info = super().info()
+        names = click_names(self.task.labels)
         # background listed as DeepEdit's apps do: the stock Slicer module keeps click points per label it sees
-        info["labels"] = {**click_names(self.task.labels)}
-        info["clicks"] = {"labels": list(click_names(self.task.labels)), "format": "{label: [[i, j, k], ...]} voxel indices"}
+        info["labels"] = names
+        info["clicks"] = {"labels": list(names), "format": "{label: [[i, j, k], ...]} voxel indices"}
         return info
 
     def warm_up(self, device: str = "cpu", wait: bool = False, timeout: float | None = None):
@@ -201,10 +202,9 @@ class InteractiveInfer(ServedTask):
     def _client_label(self, path: str, image_path: str) -> np.ndarray:
         """The label the client sent (its current segmentation), checked as a submitted label is (422 unless it is
         on the image's voxel grid with this task's values; :func:`lib.datastore.label_check.check_label`)."""
-        from lib.datastore.label_check import check_label, read_voxels
+        from lib.datastore.label_check import check_label
 
-        checked = check_label(path, image_path, dict(self.task.labels))
-        return (checked.data if checked.data is not None else read_voxels(path)).astype(np.uint8)
+        return check_label(path, image_path, dict(self.task.labels)).voxels()
 
     def _apply_clicks(self, state: ImageState, clicks: Clicks, changed: list, base: np.ndarray, net, device: str):
         """Re-run one window per changed click, blend, and re-restore only what can have changed."""

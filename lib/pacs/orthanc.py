@@ -95,14 +95,19 @@ def series_of_patient(url: str, patient_id: str, modality: str = "CT") -> list[s
     return [d["0020000E"]["Value"][0] for d in (r.json() if r.content else [])]
 
 
-def upload_folder(url: str, folder: str | os.PathLike) -> int:
-    """POST every ``.dcm`` of ``folder`` to Orthanc's REST ``/instances``; returns how many it stored."""
+def upload_files(url: str, paths) -> int:
+    """POST each DICOM file to Orthanc's REST ``/instances``; returns how many it stored."""
     n = 0
-    for path in sorted(Path(folder).glob("*.dcm")):
-        r = requests.post(f"{url}/instances", data=path.read_bytes(), timeout=60)
+    for path in paths:
+        r = requests.post(f"{url}/instances", data=Path(path).read_bytes(), timeout=60)
         r.raise_for_status()
         n += 1
     return n
+
+
+def upload_folder(url: str, folder: str | os.PathLike) -> int:
+    """Every ``.dcm`` of ``folder`` (a series written by :mod:`lib.data.dicom_series`) into Orthanc."""
+    return upload_files(url, sorted(Path(folder).glob("*.dcm")))
 
 
 def image_files(studies: str | os.PathLike) -> list[tuple[str, Path]]:
@@ -129,8 +134,8 @@ def load_studies(url: str, studies: str | os.PathLike, with_labels: bool = False
             uids = write_nifti_as_series(path, tmp, patient_id=image_id)
             upload_folder(url, tmp)
             if with_labels:
-                label = next((Path(studies) / "labels" / "final" / f"{image_id}{s}" for s in IMAGE_SUFFIXES
-                              if (Path(studies) / "labels" / "final" / f"{image_id}{s}").exists()), None)
+                final = Path(studies) / "labels" / "final"
+                label = next((final / f"{image_id}{s}" for s in IMAGE_SUFFIXES if (final / f"{image_id}{s}").exists()), None)
                 if label is not None:
                     upload_seg(url, tmp, label, labels or {})
         loaded[image_id] = uids["SeriesInstanceUID"]
@@ -144,9 +149,9 @@ def upload_seg(url: str, series_folder: str, label_path: Path, labels: dict) -> 
     import numpy as np
     from monailabel.datastore.utils.convert import nifti_to_dicom_seg
 
-    values = np.unique(np.asarray(nib.load(str(label_path)).dataobj).astype(int))
-    names = {int(v): n for n, v in labels.items()}
-    info = [{"name": names[int(v)]} for v in values if int(v) in names and v > 0]
+    from lib.datastore.seg_label import segment_info
+
+    info = segment_info(np.unique(np.asarray(nib.load(str(label_path)).dataobj).astype(int)), labels)
     if not info:
         return
     seg = nifti_to_dicom_seg(series_folder, str(label_path), info, use_itk=True)
