@@ -16,6 +16,7 @@ class Param:
     default: Any
     kind: str  # int | float | bool | str | int3 | floats
     doc: str
+    bounds: tuple | None = None  # (lowest, highest) allowed, for int and float
 
 
 def truthy(value: Any) -> bool:
@@ -67,6 +68,8 @@ def parse_request(params: Sequence[Param], request: dict) -> dict:
             out[p.name] = parse_value(p, request.get(p.name))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"request parameter '{p.name}': cannot read {request.get(p.name)!r} as {p.kind} ({exc})") from None
+        if p.bounds is not None and not (p.bounds[0] <= out[p.name] <= p.bounds[1]):  # NaN fails too
+            raise ValueError(f"request parameter '{p.name}' must be between {p.bounds[0]} and {p.bounds[1]}, got {out[p.name]!r}")
     return out
 
 

@@ -92,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--click-rounds", type=int, default=2, help="interactive: at most this many rounds of error clicks")
     ap.add_argument("--deepest-prob", type=float, default=0.0,
                     help="interactive: share of error rounds clicked where the robot user would click")
+    ap.add_argument("--focus-weight", type=float, default=0.0,
+                    help="interactive: weight of the extra cross-entropy over the error regions the error clicks were put in")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -111,7 +113,8 @@ def main(argv=None) -> int:
         if args.init:
             print(f"start: {expand_from(net, args.init)}")
         clicks = ClickSimulation(task.num_classes, spacing, no_click_prob=args.no_click_prob, max_initial=args.initial_clicks,
-                                 max_rounds=args.click_rounds, deepest_prob=args.deepest_prob, seed=args.seed)
+                                 max_rounds=args.click_rounds, deepest_prob=args.deepest_prob, seed=args.seed,
+                                 focus_weight=args.focus_weight)
     print(f"network: {arch.describe() + f', channel_mul {profile.channel_mul}' if arch else network}, "
           f"{count_parameters(net) / 1e6:.2f} M parameters; task {task.name} {dict(task.labels)}")
 

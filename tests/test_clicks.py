@@ -190,3 +190,52 @@ def test_click_simulation_puts_clicks_in_their_class_and_sometimes_none():
     mask[2:18, 2:18, 2:18] = True
     pts = np.array([sample_deep_point(mask, rng, (1, 1, 1)) for _ in range(200)])
     assert mask[tuple(pts.astype(int).T)].all() and np.abs(pts - 9.5).mean() < 4.0  # inside, drawn towards the middle
+
+
+def test_focus_loss_covers_exactly_the_clicked_error_regions():
+    """The extra loss of a corrective click is over the error region it was put in, and nowhere else."""
+    from lib.trainers.click_simulation import ClickSimulation
+
+    label = np.zeros((16, 16, 16), np.int64)
+    label[2:8, 2:8, 2:8] = 1
+    pred = np.zeros_like(label)
+    pred[12:15, 12:15, 12:15] = 1  # a false positive far away: another error region
+    region = ClickSimulation.error_region(label, pred, [(4.0, 4.0, 4.0)])
+    assert region.sum() == 216 and region[4, 4, 4] and not region[13, 13, 13]
+    assert not ClickSimulation.error_region(label, pred, []).any()
+
+    sim = ClickSimulation(2, (2.0, 2.0, 2.0), focus_weight=2.0)
+    logits = torch.zeros((1, 2, 16, 16, 16), requires_grad=True)
+    labels = torch.from_numpy(label)[None, None]
+    assert float(sim.focus_loss(logits, labels)) == 0.0  # no clicks simulated yet
+    sim.focus = region[None]
+    loss = sim.focus_loss(logits, labels)
+    assert abs(float(loss) - 2.0 * np.log(2.0)) < 1e-5  # weight x CE of an undecided network
+    loss.backward()
+    touched = logits.grad.abs().sum(1)[0].numpy() > 0
+    assert np.array_equal(touched, region)
+
+
+def test_click_simulation_records_the_regions_its_error_clicks_fix():
+    from lib.trainers.click_simulation import ClickSimulation
+
+    label = torch.zeros((2, 1, 24, 24, 24), dtype=torch.long)
+    label[:, 0, 6:18, 6:18, 6:18] = 1
+
+    class Nothing(torch.nn.Module):  # background everywhere: the whole organ is one missed region
+        def forward(self, x):
+            out = torch.zeros((x.shape[0], 2, *x.shape[2:]))
+            out[:, 0] = 1
+            return out
+
+    sim = ClickSimulation(2, (2.0, 2.0, 2.0), no_click_prob=0.0, max_rounds=1, focus_weight=1.0, seed=3)
+    seen = 0
+    for _ in range(6):
+        sim(Nothing(), torch.rand((2, 1, 24, 24, 24)), label)
+        assert sim.focus is not None and not (sim.focus & (label[:, 0].numpy() == 0)).any()
+        seen += int(sim.focus.any())
+        assert sim.focus.sum() in (0, 1728, 2 * 1728)  # whole regions, never a part
+    assert seen > 0
+    off = ClickSimulation(2, (2.0, 2.0, 2.0), no_click_prob=0.0, max_rounds=1, seed=3)
+    off(Nothing(), torch.rand((2, 1, 24, 24, 24)), label)
+    assert off.focus is None

@@ -127,10 +127,27 @@ def test_bad_clicks_get_400(server, params, words):
     assert r.status_code == 400 and words in r.json()["detail"], r.text
 
 
+@pytest.mark.parametrize("params, words", [
+    ({"no_click_prob": 1.5}, "between 0.0 and 1.0"),
+    ({"focus_weight": -1}, "between 0.0 and 100.0"),
+    ({"deepest_prob": "nan"}, "between 0.0 and 1.0"),
+])
+def test_bad_click_simulation_parameters_get_400(server, params, words):
+    def runs():
+        tasks = requests.get(f"{server.url}/train/", params={"all": True}, timeout=30).json()
+        return len(tasks) if isinstance(tasks, list) else int(bool(tasks))
+
+    before = runs()
+    r = requests.post(f"{server.url}/train/{MODEL}", json=params, timeout=60)
+    assert r.status_code == 400 and words in r.json()["detail"], r.text
+    assert runs() == before  # nothing started
+
+
 def test_training_from_the_client_publishes_what_the_next_request_uses(server, client):
     before = client.info()["models"][MODEL]["model"]["checksum"]
     task = client.train_start(MODEL, {"epochs": 1, "val_interval": 1, "crop_size": 48, "val_roi_size": 96,
-                                      "batch_size": 1, "publish_policy": "always", "lr": 0.001, "val_split": 0.5})
+                                      "batch_size": 1, "publish_policy": "always", "lr": 0.001, "val_split": 0.5,
+                                      "click_rounds": 1, "deepest_prob": 0.5, "focus_weight": 1.0})
     deadline = time.time() + 600
     while time.time() < deadline:
         tasks = requests.get(f"{server.url}/train/", params={"all": True}, timeout=30).json()

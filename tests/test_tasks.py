@@ -92,6 +92,15 @@ def test_loss_leaves_the_background_out_and_multi_process_scales_the_schedule():
     assert off["epochs"] == 400
 
 
+def test_click_simulation_parameters_are_range_checked():
+    from lib.trainers.tasks import INTERACTIVE_PARAMS
+
+    assert parse_request(INTERACTIVE_PARAMS, {"no_click_prob": "1", "focus_weight": "0.5"})["focus_weight"] == 0.5
+    for bad in ({"no_click_prob": 1.01}, {"deepest_prob": -0.1}, {"focus_weight": "nan"}, {"click_rounds": 21}):
+        with pytest.raises(ValueError, match="must be between"):
+            parse_request(INTERACTIVE_PARAMS, bad)
+
+
 def test_tta_score_of_a_task_without_a_lesion_is_the_organ_term():
     from lib.scoring.tta import TTAOptions, uncertainty_from_samples
 

@@ -8,6 +8,12 @@ which the current network (no gradient) predicts and one click per class is adde
 the robot user (:func:`lib.robot_user.next_click`) and a careful annotator would put it, deep inside the largest
 error region, else drawn like the initial clicks. The guidance channels are :func:`lib.clicks.paint_clicks`,
 exactly what inference builds from the client's clicks.
+
+A corrective click means "this whole wrong region is the clicked class", but in a crop's Dice + CE loss the
+few hundred voxels of that region weigh next to nothing, and a network trained only on it learns to change
+little more than the clicked spot. With ``focus_weight`` > 0 the simulation also records, per crop, the error
+regions its error clicks were put in (the connected component of prediction != label holding the click) and
+:meth:`ClickSimulation.focus_loss` adds ``focus_weight`` x the cross-entropy over those voxels alone.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from lib.clicks import Clicks, DEFAULT_SIGMA_MM, guidance_box, sigma_voxels
@@ -46,10 +53,12 @@ class ClickSimulation:
     max_rounds: int = 2
     deepest_prob: float = 0.0
     seed: int = 0
+    focus_weight: float = 0.0
 
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
         self.sigma = sigma_voxels(self.sigma_mm, self.spacing)
+        self.focus: np.ndarray | None = None  # (B, x, y, z) bool: the error regions of the last batch's error clicks
 
     def guidance(self, clicks: Clicks, shape) -> torch.Tensor:
         return guidance_box(clicks, self.num_classes, (0, 0, 0), shape, self.sigma)
@@ -65,7 +74,9 @@ class ClickSimulation:
                     points.setdefault(c, []).append(p)
         return points
 
-    def error_clicks(self, label: np.ndarray, pred: np.ndarray, points: dict[int, list]) -> None:
+    def error_clicks(self, label: np.ndarray, pred: np.ndarray, points: dict[int, list]) -> list:
+        """Add one error click per class to ``points``; returns the clicks' voxel positions."""
+        added = []
         if self.deepest_prob > 0 and self.rng.random() < self.deepest_prob:
             from lib.robot_user import next_click
 
@@ -73,12 +84,34 @@ class ClickSimulation:
                 click = next_click(pred, label, c, self.spacing)
                 if click is not None:
                     points.setdefault(click[0], []).append(tuple(float(v) for v in click[1]))
-            return
+                    added.append(click[1])
+            return added
         for c in range(self.num_classes):
             missed = (label == c) & (pred != c)  # background: a false positive of some class
             p = sample_deep_point(missed, self.rng, self.spacing)
             if p is not None:
                 points.setdefault(c, []).append(p)
+                added.append(p)
+        return added
+
+    @staticmethod
+    def error_region(label: np.ndarray, pred: np.ndarray, points: list) -> np.ndarray:
+        """The connected components of ``pred != label`` that hold one of ``points`` (what those clicks should fix)."""
+        comps, n = ndimage.label(pred != label)
+        out = np.zeros(label.shape, dtype=bool)
+        if n == 0 or not points:
+            return out
+        ids = {int(comps[tuple(int(round(v)) for v in p)]) for p in points}
+        ids.discard(0)
+        return np.isin(comps, sorted(ids)) if ids else out
+
+    def focus_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``focus_weight`` x the mean cross-entropy over the last batch's clicked error regions (0 without any)."""
+        if self.focus_weight <= 0 or self.focus is None or not self.focus.any():
+            return logits.sum() * 0.0
+        mask = torch.from_numpy(self.focus).to(logits.device)
+        ce = F.cross_entropy(logits.float(), labels[:, 0].long(), reduction="none")
+        return self.focus_weight * ce[mask].mean()
 
     def __call__(self, net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B, 1, x, y, z) crops and (B, 1, x, y, z) labels -> (B, 1 + C, x, y, z) network inputs."""
@@ -92,10 +125,14 @@ class ClickSimulation:
             return torch.cat([images, g.to(images.device, images.dtype)], 1)
 
         rounds = int(self.rng.integers(0, self.max_rounds + 1)) if any(active) else 0
+        focus = np.zeros(lab.shape, dtype=bool) if self.focus_weight > 0 else None
         for _ in range(rounds):
             with torch.no_grad():
                 pred = net(build()).argmax(1).cpu().numpy()
             for b in range(images.shape[0]):
                 if active[b]:
-                    self.error_clicks(lab[b], pred[b], points[b])
+                    added = self.error_clicks(lab[b], pred[b], points[b])
+                    if focus is not None:
+                        focus[b] |= self.error_region(lab[b], pred[b], added)
+        self.focus = focus
         return build()

@@ -142,7 +142,10 @@ def fit(
                 g["lr"] = cur_lr
             opt.zero_grad(set_to_none=True)
             inputs = clicks(net, batch_data["image"], batch_data["label"]) if clicks else batch_data["image"]
-            loss = loss_fn(net(inputs), batch_data["label"])
+            logits = net(inputs)
+            loss = loss_fn(logits, batch_data["label"])
+            if clicks:
+                loss = loss + clicks.focus_loss(logits, batch_data["label"])
             loss.backward()
             opt.step()
             step += 1

@@ -84,9 +84,14 @@ TRAIN_PARAMS: tuple[Param, ...] = (
 ) + COMMON_PARAMS
 
 INTERACTIVE_PARAMS: tuple[Param, ...] = (
-    Param("no_click_prob", 0.3, "float", "interactive model: fraction of crops trained with no clicks (the automatic mode)"),
-    Param("initial_clicks", 2, "int", "interactive model: at most this many clicks per class drawn from the label"),
-    Param("click_rounds", 2, "int", "interactive model: at most this many rounds of clicks in the prediction's errors"),
+    Param("no_click_prob", 0.3, "float", "interactive model: fraction of crops trained with no clicks (the automatic mode)",
+          (0.0, 1.0)),
+    Param("initial_clicks", 2, "int", "interactive model: at most this many clicks per class drawn from the label", (0, 20)),
+    Param("click_rounds", 2, "int", "interactive model: at most this many rounds of clicks in the prediction's errors", (0, 20)),
+    Param("deepest_prob", 0.0, "float", "interactive model: share of error rounds clicked where the robot user would click "
+          "(deepest inside the largest error region) instead of at a random deep error voxel", (0.0, 1.0)),
+    Param("focus_weight", 0.0, "float", "interactive model: weight of an extra cross-entropy over the error regions the "
+          "error clicks were put in (0: off)", (0.0, 100.0)),
 )
 
 

@@ -104,7 +104,8 @@ def _train(rank, world_size, cfg, device, progress):
 
     # an interactive network learns from simulated clicks and is validated in its automatic mode (no clicks)
     simulate = (ClickSimulation(task.num_classes, cfg["spacing"], cfg["sigma_mm"], cfg["no_click_prob"], cfg["initial_clicks"],
-                                cfg["click_rounds"], seed=cfg["seed"] + 1000 * rank) if cfg["interactive"] else None)
+                                cfg["click_rounds"], cfg.get("deepest_prob", 0.0), seed=cfg["seed"] + 1000 * rank,
+                                focus_weight=cfg.get("focus_weight", 0.0)) if cfg["interactive"] else None)
 
     def evaluate(m):
         m = WithGuidance(m, task.num_classes) if simulate else m
@@ -144,7 +145,10 @@ def _train(rank, world_size, cfg, device, progress):
                 inputs = simulate(model, inputs, labels)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, amp):
-                loss = loss_fn(model(inputs), labels)
+                logits = model(inputs)
+                loss = loss_fn(logits, labels)
+                if simulate:
+                    loss = loss + simulate.focus_loss(logits, labels)
             if scaler:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
