@@ -71,7 +71,14 @@ def test_kill9_during_label_saves_leaves_readable_label_and_consistent_index(tmp
                 i += 1
 
         worker = threading.Thread(target=hammer)
+        before = saved.count(200)
         worker.start()
+        # kill only once this round's saves are under way (a slow machine may take longer than ``delay`` for the
+        # first one), then at a different point of the next save each round
+        deadline = time.time() + 60
+        while saved.count(200) == before and worker.is_alive() and time.time() < deadline:
+            time.sleep(0.01)
+        assert saved.count(200) > before, f"round {round_}: no label save went through before the kill"
         time.sleep(delay)
         os.killpg(srv.proc.pid, signal.SIGKILL)
         srv.proc.wait()
