@@ -4,12 +4,17 @@ Not a MONAI Label train task (those read the datastore, see :mod:`lib.trainers.t
 ``scripts/train_cpu_weights.py`` (the shipped cpu weights), the active-learning benchmark (a fixed retraining
 budget per round) and ``benchmarks/models.py`` (one budget for every network). Volumes are preprocessed once
 (the task's preprocessing and dilated class masks) and only the random crops and augmentations run per step.
+
+The crops are drawn on the CPU; the network runs on ``device`` (a CUDA GPU when one is there: the shipped
+weights' steps then take a fraction of the 2-core CPU's minutes), with bf16 autocast when ``amp`` is set.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -63,17 +68,55 @@ def prepare(task: SegmentationTask, items: Iterable[dict], spacing: Sequence[flo
     return out
 
 
+def _prepared_phantom(args: tuple) -> dict:
+    seed, task, spacing, roi, crop_masks = args
+    return prepare(task, [phantom_item(seed, task=task.name)], spacing, roi, crop_masks, progress=False)[0]
+
+
+def prepare_phantoms(task: SegmentationTask, seeds: Sequence[int], spacing: Sequence[float], roi: Sequence[int],
+                     crop_masks: bool = True, workers: int = 1) -> list[dict]:
+    """Generate and preprocess the phantoms of ``seeds`` (in that order), in ``workers`` processes: the same
+    volumes whatever the count, since each phantom is a pure function of its seed."""
+    seeds = list(seeds)
+    if workers <= 1 or len(seeds) <= 1:
+        return prepare(task, (phantom_item(s, task=task.name) for s in seeds), spacing, roi, crop_masks)
+    jobs = [(s, task, tuple(spacing), tuple(roi), crop_masks) for s in seeds]
+    out = []
+    # spawned, not forked: a child forked from a process whose torch thread pools are up can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for i, item in enumerate(pool.map(_prepared_phantom, jobs)):
+            out.append(item)
+            print(f"\r  prepared {i + 1} volumes", end="", flush=True)
+    print()
+    return out
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or None): the first CUDA GPU when there is one, else the CPU; ``cuda`` without one is refused."""
+    key = (name or "auto").strip().lower()
+    if key == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if key.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' asked for, but this torch ({torch.__version__}) sees no CUDA GPU; use cpu or auto")
+    try:
+        return torch.device(key)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device '{name}': auto, cpu, cuda or cuda:N") from exc
+
+
 def validate(net: torch.nn.Module, cases: Sequence[dict], roi=(96, 96, 96), overlap: float = 0.25,
-             class_names: dict[int, str] | None = None) -> dict[str, float]:
+             class_names: dict[int, str] | None = None, device: torch.device | str = "cpu",
+             amp: bool = False) -> dict[str, float]:
     """Mean Dice per class on the model grid (NaN-free mean: a class absent from both sides is skipped)."""
     was_training = net.training
     net.eval()
     scores = []
-    with torch.no_grad():
+    device = torch.device(device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         for c in cases:
             image = c["image"].as_tensor() if isinstance(c["image"], MetaTensor) else c["image"]
-            logits = sliding_window_inference(image[None], roi, 4, net, overlap=overlap, mode="gaussian")
-            pred = logits[0].argmax(0).numpy()
+            logits = sliding_window_inference(image[None].to(device), roi, 4, net, overlap=overlap, mode="gaussian")
+            pred = logits[0].float().argmax(0).cpu().numpy()
             label = c["label"].as_tensor() if isinstance(c["label"], MetaTensor) else c["label"]
             scores.append(dice_per_class(pred, np.asarray(label[0]), class_names))
     net.train(was_training)
@@ -110,6 +153,9 @@ def fit(
     clicks=None,
     on_best: Callable[[torch.nn.Module, dict, int], None] | None = None,
     log: Callable[[str], None] = print,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    workers: int = 1,
 ) -> FitResult:
     """AdamW on class-balanced crops, linear learning-rate decay over the budget.
 
@@ -119,13 +165,16 @@ def fit(
     ``on_best(net, dice, step)`` is called whenever the validation score (the first label's Dice + half the
     mean of the others', e.g. pancreas + tumour / 2) improves; without validation cases it is called once at the end.
     ``clicks`` (a :class:`lib.trainers.click_simulation.ClickSimulation`): train an interactive network on simulated
-    clicks; it is validated in its automatic mode (no clicks).
+    clicks; it is validated in its automatic mode (no clicks). ``device``: where the network runs (it is moved
+    there); ``amp``: bf16 autocast for the forward passes; ``workers``: processes drawing the crops.
     """
     from lib.clicks import WithGuidance
 
     roi = (crop,) * 3
     ds = Dataset(list(train_cases), transform=Compose(augmentation(task, roi, num_samples=batch, flip_prob=flip_prob)))
-    loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=1, persistent_workers=True)
+    loader = DataLoader(ds, batch_size=1, shuffle=True, num_workers=max(1, int(workers)), persistent_workers=True)
+    device = torch.device(device)
+    net.to(device)
     loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, squared_pred=True, batch=True,
                          smooth_nr=1e-5, smooth_dr=1e-5)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
@@ -141,11 +190,14 @@ def fit(
             for g in opt.param_groups:
                 g["lr"] = cur_lr
             opt.zero_grad(set_to_none=True)
-            inputs = clicks(net, batch_data["image"], batch_data["label"]) if clicks else batch_data["image"]
-            logits = net(inputs)
-            loss = loss_fn(logits, batch_data["label"])
+            image, label = batch_data["image"].to(device), batch_data["label"].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                inputs = clicks(net, image, label) if clicks else image
+                logits = net(inputs)
+            logits = logits.float()
+            loss = loss_fn(logits, label)
             if clicks:
-                loss = loss + clicks.focus_loss(logits, batch_data["label"])
+                loss = loss + clicks.focus_loss(logits, label)
             loss.backward()
             opt.step()
             step += 1
@@ -154,7 +206,7 @@ def fit(
             finished = elapsed >= budget or step >= max_steps
             if val_cases and (step % val_every == 0 or finished):
                 dice = validate(WithGuidance(net, task.num_classes) if clicks else net, val_cases, val_roi,
-                                class_names=task.class_names)
+                                class_names=task.class_names, device=device, amp=amp)
                 history.append({"step": step, "minutes": round(elapsed / 60, 2), **dice})
                 log(f"validation at step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()))
                 score = fit_score(dice, task)
@@ -167,4 +219,5 @@ def fit(
     if not val_cases and on_best:
         on_best(net, {}, step)
     net.eval()
+    net.to("cpu")  # what callers save or run next expects the weights on the CPU
     return FitResult(steps=step, minutes=(time.time() - start) / 60, best_score=best, best_dice=best_dice, history=history)
