@@ -20,7 +20,7 @@ automatic model), and keeps the last weights (its automatic-mode validation Dice
 (the shipped ``pretrained_deepedit_pancreas_cpu.pt`` came from exactly these three runs).
 
 ``--device`` (default ``auto``: a CUDA GPU when there is one) moves the network's steps there, ``--amp`` adds
-bf16 autocast and ``--workers N`` generates the phantoms and draws the crops in N processes: a step budget
+bf16 autocast on the GPU and ``--workers N`` generates the phantoms and draws the crops in N processes: a step budget
 gives the same schedule on any machine, far sooner on a GPU.
 
 Phantoms are generated from seeds 5000+ (training) and 9000+ (validation); the shipped sample
@@ -49,7 +49,8 @@ from lib.networks.factory import build_network, count_parameters, save_checkpoin
 from lib.profiles import get_profile, normalise_network  # noqa: E402
 from lib.task import get_task  # noqa: E402
 from lib.trainers.click_simulation import ClickSimulation  # noqa: E402
-from lib.trainers.phantom_fit import fit, prepare_phantoms, resolve_device  # noqa: E402
+from lib.trainers.distributed import resolve_device  # noqa: E402
+from lib.trainers.phantom_fit import fit, prepare_phantoms  # noqa: E402
 
 TRAIN_SEED_BASE = 5000
 VAL_SEED_BASE = 9000
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     ap.add_argument("--device", default="auto",
                     help="where the network trains: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N")
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast for the network's forward passes (on a GPU)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast for the network's forward passes (CUDA only; ignored on the CPU)")
     ap.add_argument("--workers", type=int, default=1,
                     help="processes that generate the phantoms and draw the crops (the same data whatever the count)")
     ap.add_argument("--interactive", action="store_true", help="train the DeepEdit-style model on simulated clicks")
@@ -138,7 +139,8 @@ def main(argv=None) -> int:
                              workers=args.workers)
     val = prepare_phantoms(task, range(VAL_SEED_BASE, VAL_SEED_BASE + args.val_cases), spacing, roi, crop_masks=False,
                            workers=args.workers)
-    print(f"data ready in {time.time() - t0:.0f}s; training on {device}{' (bf16 autocast)' if args.amp else ''}", flush=True)
+    amp = args.amp and device.type == "cuda"
+    print(f"data ready in {time.time() - t0:.0f}s; training on {device}{' (bf16 autocast)' if amp else ''}", flush=True)
 
     def publish(model, dice, step):
         meta = {

@@ -18,7 +18,8 @@ import train_cpu_weights  # noqa: E402
 from lib.networks.arch_code import load_arch_code  # noqa: E402
 from lib.networks.factory import load_network  # noqa: E402
 from lib.task import get_task  # noqa: E402
-from lib.trainers.phantom_fit import prepare_phantoms, resolve_device  # noqa: E402
+from lib.trainers.distributed import resolve_device  # noqa: E402
+from lib.trainers.phantom_fit import prepare_phantoms  # noqa: E402
 
 
 def test_tiny_interactive_run_writes_a_checkpoint_the_app_loads(tmp_path, capsys):

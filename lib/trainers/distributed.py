@@ -21,14 +21,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def device_type(name: str | None) -> str:
+    """``cuda`` or ``cpu`` for a requested device: ``auto`` (or None) is CUDA when torch sees a GPU, a ``cuda``
+    device without one is refused (ValueError), anything else is the CPU."""
+    if name is None or name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{name}' asked for, but this torch ({torch.__version__}) sees no CUDA GPU; use cpu or auto")
+        return "cuda"
+    return "cpu"
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The device of a command-line option: ``auto`` (or None), ``cpu``, ``cuda`` or ``cuda:N``, by
+    :func:`device_type`'s rule; a name torch does not know is refused (ValueError)."""
+    key = (name or "auto").strip().lower()
+    kind = device_type(key)
+    if key == "auto":
+        return torch.device(kind)
+    try:
+        return torch.device(key)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device '{name}': auto, cpu, cuda or cuda:N") from exc
+
+
 def resolve_world(cfg: dict) -> tuple[str, int]:
     """(device type, number of processes) for the request."""
-    device = cfg["device"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but CUDA is not available")
-    device = "cuda" if device.startswith("cuda") else "cpu"
+    device = device_type(cfg["device"])
     n = 1
     if cfg["multi_gpu"]:
         n = cfg["num_processes"]

@@ -6,7 +6,8 @@ budget per round) and ``benchmarks/models.py`` (one budget for every network). V
 (the task's preprocessing and dilated class masks) and only the random crops and augmentations run per step.
 
 The crops are drawn on the CPU; the network runs on ``device`` (a CUDA GPU when one is there: the shipped
-weights' steps then take a fraction of the 2-core CPU's minutes), with bf16 autocast when ``amp`` is set.
+weights' steps then take a fraction of the 2-core CPU's minutes), with bf16 autocast on CUDA when ``amp`` is set
+(bf16 needs no gradient scaler).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from monai.transforms import Compose
 
 from lib.metrics import dice_per_class
 from lib.task import SegmentationTask
+from lib.trainers.validation import autocast
 from lib.transforms.train import augmentation, preprocessing
 
 
@@ -58,9 +60,13 @@ def prepare(task: SegmentationTask, items: Iterable[dict], spacing: Sequence[flo
             crop_masks: bool = True, progress: bool = True) -> list[dict]:
     """Run the deterministic preprocessing once per volume."""
     pre = Compose(preprocessing(task, spacing, roi, load=False, with_crop_masks=crop_masks))
+    return _collect((pre(item) for item in items), progress)
+
+
+def _collect(prepared: Iterable[dict], progress: bool = True) -> list[dict]:
     out = []
-    for i, item in enumerate(items):
-        out.append(pre(item))
+    for i, item in enumerate(prepared):
+        out.append(item)
         if progress:
             print(f"\r  prepared {i + 1} volumes", end="", flush=True)
     if progress:
@@ -81,27 +87,9 @@ def prepare_phantoms(task: SegmentationTask, seeds: Sequence[int], spacing: Sequ
     if workers <= 1 or len(seeds) <= 1:
         return prepare(task, (phantom_item(s, task=task.name) for s in seeds), spacing, roi, crop_masks)
     jobs = [(s, task, tuple(spacing), tuple(roi), crop_masks) for s in seeds]
-    out = []
     # spawned, not forked: a child forked from a process whose torch thread pools are up can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for i, item in enumerate(pool.map(_prepared_phantom, jobs)):
-            out.append(item)
-            print(f"\r  prepared {i + 1} volumes", end="", flush=True)
-    print()
-    return out
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``auto`` (or None): the first CUDA GPU when there is one, else the CPU; ``cuda`` without one is refused."""
-    key = (name or "auto").strip().lower()
-    if key == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if key.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' asked for, but this torch ({torch.__version__}) sees no CUDA GPU; use cpu or auto")
-    try:
-        return torch.device(key)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device '{name}': auto, cpu, cuda or cuda:N") from exc
+        return _collect(pool.map(_prepared_phantom, jobs))
 
 
 def validate(net: torch.nn.Module, cases: Sequence[dict], roi=(96, 96, 96), overlap: float = 0.25,
@@ -112,7 +100,7 @@ def validate(net: torch.nn.Module, cases: Sequence[dict], roi=(96, 96, 96), over
     net.eval()
     scores = []
     device = torch.device(device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.no_grad(), autocast(device, amp, torch.bfloat16):
         for c in cases:
             image = c["image"].as_tensor() if isinstance(c["image"], MetaTensor) else c["image"]
             logits = sliding_window_inference(image[None].to(device), roi, 4, net, overlap=overlap, mode="gaussian")
@@ -166,7 +154,7 @@ def fit(
     mean of the others', e.g. pancreas + tumour / 2) improves; without validation cases it is called once at the end.
     ``clicks`` (a :class:`lib.trainers.click_simulation.ClickSimulation`): train an interactive network on simulated
     clicks; it is validated in its automatic mode (no clicks). ``device``: where the network runs (it is moved
-    there); ``amp``: bf16 autocast for the forward passes; ``workers``: processes drawing the crops.
+    there); ``amp``: bf16 autocast for the forward passes on CUDA; ``workers``: processes drawing the crops.
     """
     from lib.clicks import WithGuidance
 
@@ -191,7 +179,7 @@ def fit(
                 g["lr"] = cur_lr
             opt.zero_grad(set_to_none=True)
             image, label = batch_data["image"].to(device), batch_data["label"].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with autocast(device, amp, torch.bfloat16):
                 inputs = clicks(net, image, label) if clicks else image
                 logits = net(inputs)
             logits = logits.float()

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 
-def autocast(device: torch.device, amp: bool):
+def autocast(device: torch.device, amp: bool, dtype: torch.dtype | None = None):
+    """Mixed precision on CUDA only (``dtype``: autocast's default fp16 unless given); nothing on the CPU."""
     if amp and device.type == "cuda":
-        return torch.autocast("cuda")
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else torch.autocast("cuda")
     return contextlib.nullcontext()
 
 
