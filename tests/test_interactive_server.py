@@ -84,10 +84,12 @@ def test_a_pancreas_click_adds_and_a_background_click_clears(server, client):
     ph = server.truths[image]
     auto, params = infer(client, image)
     assert auto.shape == ph.image.shape and params["inference"]["clicks"] == 0
+    assert params["inference"]["first_pass_refined_voxels"] > 0  # the boundary refiner ran (sample spacing: in range)
     cls, p = missed_pancreas(auto, ph.label, ph.affine)
     assert cls == 1 and auto[p] != 1, "the automatic pass should miss some pancreas on this held-out phantom"
     fixed, params = infer(client, image, pancreas=[list(p)])
     assert fixed[p] == 1 and params["inference"]["windows"] == 1 and params["inference"]["cached"]
+    assert "refined_voxels" in params["inference"]  # the refiner looked at what the click re-restored (never the click)
     assert_near(auto, fixed, p, ph.affine)
 
     inside = np.argwhere(fixed == 1)

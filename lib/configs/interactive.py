@@ -9,10 +9,17 @@ does not pay. ``--conf interactive false`` leaves it out.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
+from monailabel.utils.others.generic import strtobool
+
 from lib.configs.segmentation import SegmentationConfig
+from lib.networks.factory import resolve
 from lib.task import get_task
+
+logger = logging.getLogger(__name__)
 
 
 def interactive_name(conf: dict[str, str]) -> str:
@@ -29,6 +36,21 @@ class InteractiveConfig(SegmentationConfig):
         self.sigma_mm = float(conf.get("guidance_sigma_mm", 5.0))
         self.cache_mb = float(conf.get("click_cache_mb", 1024))
         self.click_scope = conf.get("click_scope", "connected")
+        self.boundary_refine = strtobool(conf.get("boundary_refine", "true"))
+        self.refiner_file = str(resolve(conf.get("boundary_refiner_file",
+                                                 f"boundary_refiner_{self.task.name}_{self.profile.name}.pt"), model_dir))
+
+    def refiner(self):
+        """The boundary refiner (:mod:`lib.transforms.boundary_refine`), None when off or when this task and
+        profile have none (it is fitted to one profile's interactive model)."""
+        if not self.boundary_refine:
+            return None
+        if not os.path.exists(self.refiner_file):
+            logger.info(f"boundary refinement off: no refiner at {self.refiner_file}")
+            return None
+        from lib.transforms.boundary_refine import BoundaryRefiner
+
+        return BoundaryRefiner.load(self.refiner_file)
 
     def weights_stem(self) -> str:
         return "deepedit"
@@ -42,7 +64,7 @@ class InteractiveConfig(SegmentationConfig):
         task = InteractiveInfer(self.served, self.task, self.profile, limits=self.limits, fast_path=self.fast_path,
                                 num_threads=self.num_threads, min_component_fraction=self.min_component_fraction,
                                 sigma_mm=self.sigma_mm, cache_mb=self.cache_mb,
-                                click_scope=self.click_scope)
+                                click_scope=self.click_scope, refiner=self.refiner())
         return {self.name: task}
 
     def trainer_options(self) -> dict:

@@ -8,13 +8,16 @@ Per image (datastore image or session upload) and model checksum, :class:`lib.ru
 keeps the preprocessed volume, the class probabilities and the label of the last answer. A request then costs:
 
 * **first request** of an image: load, preprocess, the automatic coarse-to-fine pass (:mod:`lib.runtime.fast_path`,
-  guidance all zero), restore to the input grid - as ``dints_pancreas``;
+  guidance all zero), restore to the input grid - as ``dints_pancreas`` - then the boundary refiner
+  (:mod:`lib.transforms.boundary_refine`, on images of the voxel spacings it was fitted on) decides the surface
+  voxels on the image's own grid;
 * **a click** (added or removed since the last answer): one window of the profile's size centred on each changed
   click, run with the guidance of *all* current clicks, its probabilities blended into the kept ones with a
   weight that is 1 at the click and falls to 0 at the window's edge (so nothing jumps at the seam); then only the
   input voxels whose model-grid class changed, or that lie within the guidance's reach of a changed click, are
   resampled and written into the label. The clicked voxel itself always takes its click's label (a click is
-  never overruled at the spot where it was placed; around it, the network decides). Everything else keeps the previous answer - or the client's own label
+  never overruled at the spot where it was placed; around it, the network decides), and the refiner decides the
+  surface voxels among those just written. Everything else keeps the previous answer - or the client's own label
   when it sends one (``label`` upload: edits made by hand elsewhere survive the click). A click taken back
   re-runs its window without it; taking every click back answers the automatic segmentation again (a fresh
   first pass).
@@ -45,7 +48,9 @@ from lib.runtime.click_cache import ImageState, StateCache, image_key
 from lib.runtime.fast_path import configure_threads, fast_pass
 from lib.runtime.served_model import ServedModel
 from lib.task import SegmentationTask
+from lib.transforms.boundary_refine import BoundaryRefiner
 from lib.transforms.components import bounding_slices, drop_small_components
+from lib.transforms.load import LoadCTd
 from lib.transforms.restore import input_box, resample_argmax, restore_label
 from lib.transforms.scores import class_argmax
 from lib.transforms.writer import normalise_extension, write_label
@@ -97,17 +102,21 @@ class InteractiveInfer(ServedTask):
     """MONAI Label ``deepedit`` task: automatic segmentation plus clicks per label (see the module docstring)."""
 
     def __init__(self, served: ServedModel, task: SegmentationTask, profile: Profile, sigma_mm: float = 5.0,
-                 cache_mb: float = 1024, click_scope: str = "connected", description: str | None = None, **options):
+                 cache_mb: float = 1024, click_scope: str = "connected", refiner: BoundaryRefiner | None = None,
+                 description: str | None = None, **options):
         """``click_scope``: ``connected`` (a click changes only the region of changed class connected to it) or
-        ``window`` (everything its blended window changes). ``options``: ``limits``, ``fast_path``, ``num_threads``,
-        ``min_component_fraction`` (see :class:`ServedTask`)."""
+        ``window`` (everything its blended window changes). ``refiner``: the boundary refiner applied to what the
+        server decides, on images of the voxel spacings it was fitted on (None: off). ``options``: ``limits``,
+        ``fast_path``, ``num_threads``, ``min_component_fraction`` (see :class:`ServedTask`)."""
         if click_scope not in CLICK_SCOPES:
             raise ValueError(f"click_scope must be one of {', '.join(CLICK_SCOPES)}, not {click_scope!r}")
         super().__init__(
             served, task, profile, InferType.DEEPEDIT,
             description or f"Interactive DiNTS (DeepEdit-style clicks) for the {task.description}",
-            config={"guidance_sigma_mm": float(sigma_mm), "click_scope": click_scope}, **options,
+            config={"guidance_sigma_mm": float(sigma_mm), "click_scope": click_scope,
+                    "boundary_refiner": refiner.checksum if refiner is not None else None}, **options,
         )
+        self.refiner = refiner
         self.click_scope = click_scope
         self.sigma_mm = float(sigma_mm)
         self.cache = StateCache(cache_mb)
@@ -152,13 +161,14 @@ class InteractiveInfer(ServedTask):
         stats = {"cached": cached, "clicks": clicks_in.count, "changed_clicks": len(changed), "windows": 0}
         label = base
         if changed:
-            label, run = self._apply_clicks(state, clicks, sorted(changed), base, net, device)
+            label, run = self._apply_clicks(state, clicks, sorted(changed), base, net, device, clicks_in)
             stats.update(run)
         state.clicks, state.label = clicks, label
         self.cache.put(key, state)
         stats["seconds"] = round(time.time() - start, 3)
         if not cached:
             stats["first_pass_seconds"] = round(state.first_seconds, 3)
+            stats["first_pass_refined_voxels"] = state.first_refined
         logger.info(f"Interactive inference: {stats}")
         result = {"label_names": dict(self.task.labels), "model": self.model_info(), "inference": stats}
         if not request.get("result_write_to_file", True):
@@ -195,9 +205,15 @@ class InteractiveInfer(ServedTask):
         hi = [o + s for o, s in zip(lo, box.shape[1:])]
         scores[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box.half()
         label = restore_label(box, lo, model_affine, data["image_input_affine"], data["image_input_shape"])
-        return ImageState(image=image, model_affine=model_affine, input_affine=np.asarray(data["image_input_affine"]),
+        input_affine = np.asarray(data["image_input_affine"], dtype=np.float64)
+        hu, refined = None, 0
+        if self.refiner is not None and self.refiner.accepts(np.sqrt((input_affine[:3, :3] ** 2).sum(0))):
+            # the CT on its own grid (the pipeline above only kept the resampled one): coarse grids only, cheap
+            hu = np.asarray(LoadCTd(keys="image", limits=self.limits)({"image": path})["image"], dtype=np.float32)
+            refined = self.refiner.refine(hu, label, input_affine)
+        return ImageState(image=image, model_affine=model_affine, input_affine=input_affine,
                           input_shape=tuple(int(s) for s in data["image_input_shape"]), scores=scores,
-                          clicks=Clicks(), label=label, first_seconds=time.time() - t0)
+                          clicks=Clicks(), label=label, first_seconds=time.time() - t0, hu=hu, first_refined=refined)
 
     def _client_label(self, path: str, image_path: str) -> np.ndarray:
         """The label the client sent (its current segmentation), checked as a submitted label is (422 unless it is
@@ -206,8 +222,10 @@ class InteractiveInfer(ServedTask):
 
         return check_label(path, image_path, dict(self.task.labels)).voxels()
 
-    def _apply_clicks(self, state: ImageState, clicks: Clicks, changed: list, base: np.ndarray, net, device: str):
-        """Re-run one window per changed click, blend, and re-restore only what can have changed."""
+    def _apply_clicks(self, state: ImageState, clicks: Clicks, changed: list, base: np.ndarray, net, device: str,
+                      clicks_in: Clicks):
+        """Re-run one window per changed click, blend, and re-restore only what can have changed (then refine the
+        boundary there, leaving the clicked voxels as clicked)."""
         t0 = time.time()
         roi = [int(r) for r in self.profile.roi_size]
         shape = state.image.shape[1:]
@@ -257,11 +275,20 @@ class InteractiveInfer(ServedTask):
                 state.scores[(cls, *sl)] = 1
                 changed_mask[sl] = True
         label = base.copy()
-        voxels = self._restore_changed(state, changed_mask, label)
-        return label, {"windows": len(boxes), "network_seconds": round(t_net, 3), "restored_voxels": voxels}
+        written = np.zeros(label.shape, dtype=bool)
+        voxels = self._restore_changed(state, changed_mask, label, written)
+        stats = {"windows": len(boxes), "network_seconds": round(t_net, 3), "restored_voxels": voxels}
+        if state.hu is not None and self.refiner is not None and voxels:
+            clicked = np.zeros(label.shape, dtype=bool)
+            for pts in clicks_in.points.values():
+                for p in pts:
+                    clicked[tuple(int(v) for v in p)] = True
+            stats["refined_voxels"] = self.refiner.refine(state.hu, label, state.input_affine, editable=written, keep=clicked)
+        return label, stats
 
-    def _restore_changed(self, state: ImageState, changed: np.ndarray, label: np.ndarray) -> int:
-        """Write into ``label`` (input grid) the new class of every input voxel whose nearest model voxel changed."""
+    def _restore_changed(self, state: ImageState, changed: np.ndarray, label: np.ndarray, written: np.ndarray) -> int:
+        """Write into ``label`` (input grid) the new class of every input voxel whose nearest model voxel changed
+        (and mark them in ``written``)."""
         box = bounding_slices(changed, margin=1)
         if box is None:
             return 0
@@ -296,5 +323,6 @@ class InteractiveInfer(ServedTask):
             hit = mask_full[m[0], m[1], m[2]].reshape(ii.shape)
             region = label[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
             region[hit] = new[hit]
+            written[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= hit
             done += int(hit.sum())
         return done

@@ -33,11 +33,13 @@ class ImageState:
     clicks: Clicks  # model-grid clicks the scores answer
     label: np.ndarray  # uint8 label on the input grid, as last sent
     first_seconds: float = 0.0  # what the automatic pass of this image cost
+    hu: np.ndarray | None = None  # the CT on the input grid, kept only where the boundary refiner works on it
+    first_refined: int = 0  # voxels the boundary refiner changed in the automatic answer
 
     @property
     def nbytes(self) -> int:
         return int(self.image.element_size() * self.image.numel() + self.scores.element_size() * self.scores.numel()
-                   + self.label.nbytes)
+                   + self.label.nbytes + (self.hu.nbytes if self.hu is not None else 0))
 
 
 def image_key(path: str, checksum: str | None) -> tuple:
