@@ -76,8 +76,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 200)
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", default="pancreas")
-    ap.add_argument("--model-dir", default=str(REPO_ROOT / "model"))
+    ap.add_argument("--task", default="pancreas", help="the task whose interactive model it follows (lib/task.py)")
+    ap.add_argument("--model-dir", default=str(REPO_ROOT / "model"), help="the app's model folder (architecture, weights)")
     ap.add_argument("--interactive-model-file", default=None, help="the interactive weights (default: those the app serves: a published deepedit_<task>_cpu.pt, else the shipped ones)")
     ap.add_argument("--train-cases", type=int, default=16, help="training phantoms (seeds 7000...)")
     ap.add_argument("--val-cases", type=int, default=4, help="validation phantoms (seeds 9000...)")

@@ -140,9 +140,15 @@ def _interactive_task(conf: dict):
     return cfg.infer()["deepedit_pancreas"]
 
 
-def test_refinement_can_be_turned_off_and_a_missing_file_means_none(tmp_path):
+def test_refinement_can_be_turned_off_and_a_missing_or_damaged_file_means_none(tmp_path, caplog):
     assert _interactive_task({"boundary_refine": "false"}).refiner is None
     assert _interactive_task({"boundary_refiner_file": str(tmp_path / "none.pt")}).refiner is None
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(SHIPPED.read_bytes()[:100])
+    with caplog.at_level("ERROR"):
+        task = _interactive_task({"boundary_refiner_file": str(damaged)})
+    assert task.refiner is None and task.info()["config"]["boundary_refiner"] is None
+    assert "cannot read" in caplog.text and "damaged.pt" in caplog.text
     task = _interactive_task({})
     assert task.refiner is not None and task.info()["config"]["boundary_refiner"] == task.refiner.checksum
 

@@ -50,7 +50,11 @@ class InteractiveConfig(SegmentationConfig):
             return None
         from lib.transforms.boundary_refine import BoundaryRefiner
 
-        return BoundaryRefiner.load(self.refiner_file)
+        try:
+            return BoundaryRefiner.load(self.refiner_file)
+        except Exception as exc:  # a damaged file must not stop the server: answer with the network alone, say so
+            logger.error(f"boundary refinement off: cannot read {self.refiner_file}: {exc}")
+            return None
 
     def weights_stem(self) -> str:
         return "deepedit"

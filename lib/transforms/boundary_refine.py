@@ -51,7 +51,8 @@ def ras_view(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 @dataclass
 class BoundaryRefiner:
-    """A fitted refiner: ``kernel`` (2, 3, 3, 3) over (scaled HU, foreground), ``sd_weight``, ``bias``."""
+    """A fitted refiner: ``kernel`` (2, 3, 3, 3) over (scaled HU, foreground), ``sd_weight``, ``bias``; ``pancreas``
+    is the label value it decides against the background (1: the pancreas, or the organ of a one-organ task)."""
 
     kernel: torch.Tensor
     sd_weight: float
