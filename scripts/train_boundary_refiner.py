@@ -23,6 +23,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -50,7 +51,7 @@ def automatic_answers(task_name: str, model_dir: str, conf: dict, seeds, preset:
             write_volume(path, ph.image, ph.affine)
             task.cache.clear()
             label, _ = task({"image": path, "result_write_to_file": False})
-            spacing = np.sqrt((ph.affine[:3, :3] ** 2).sum(0))
+            spacing = nib.affines.voxel_sizes(ph.affine)
             print(f"  [{i + 1}/{len(seeds)}] phantom {seed}: automatic pancreas Dice "
                   f"{dice(label, task_label(ph, task_name), 1):.4f} ({time.time() - t0:.0f} s)", flush=True)
             yield seed, ph, task_label(ph, task_name), label, spacing, task.served.checksum()

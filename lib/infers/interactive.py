@@ -33,6 +33,7 @@ import os
 import time
 from typing import Any, Sequence
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.transforms import Compose
@@ -50,7 +51,6 @@ from lib.runtime.served_model import ServedModel
 from lib.task import SegmentationTask
 from lib.transforms.boundary_refine import BoundaryRefiner
 from lib.transforms.components import bounding_slices, drop_small_components
-from lib.transforms.load import LoadCTd
 from lib.transforms.restore import input_box, resample_argmax, restore_label
 from lib.transforms.scores import class_argmax
 from lib.transforms.writer import normalise_extension, write_label
@@ -186,7 +186,13 @@ class InteractiveInfer(ServedTask):
     def _first_pass(self, path: str, net: torch.nn.Module, device: str) -> ImageState:
         """Load + preprocess + the automatic pass (guidance zero) + restore: the state the clicks start from."""
         t0 = time.time()
-        data = Compose(self.pre_transforms())({"image": path})
+        load, *rest = self.pre_transforms()  # LoadCTd first (ct_preprocessing's "checked" loader)
+        data = load({"image": path})
+        input_affine = np.asarray(data["image_input_affine"], dtype=np.float64)
+        hu = None
+        if self.refiner is not None and self.refiner.accepts(nib.affines.voxel_sizes(input_affine)):
+            hu = np.array(data["image"], dtype=np.float32)  # the CT on its own grid, for the refiner (a copy)
+        data = Compose(rest)(data)
         image = data["image"]
         model_affine = np.asarray(image.affine, dtype=np.float64)
         image = image.as_tensor().float() if hasattr(image, "as_tensor") else torch.as_tensor(image).float()
@@ -204,13 +210,8 @@ class InteractiveInfer(ServedTask):
         lo = result.offset
         hi = [o + s for o, s in zip(lo, box.shape[1:])]
         scores[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box.half()
-        label = restore_label(box, lo, model_affine, data["image_input_affine"], data["image_input_shape"])
-        input_affine = np.asarray(data["image_input_affine"], dtype=np.float64)
-        hu, refined = None, 0
-        if self.refiner is not None and self.refiner.accepts(np.sqrt((input_affine[:3, :3] ** 2).sum(0))):
-            # the CT on its own grid (the pipeline above only kept the resampled one): coarse grids only, cheap
-            hu = np.asarray(LoadCTd(keys="image", limits=self.limits)({"image": path})["image"], dtype=np.float32)
-            refined = self.refiner.refine(hu, label, input_affine)
+        label = restore_label(box, lo, model_affine, input_affine, data["image_input_shape"])
+        refined = self.refiner.refine(hu, label, input_affine) if hu is not None else 0
         return ImageState(image=image, model_affine=model_affine, input_affine=input_affine,
                           input_shape=tuple(int(s) for s in data["image_input_shape"]), scores=scores,
                           clicks=Clicks(), label=label, first_seconds=time.time() - t0, hu=hu, first_refined=refined)
@@ -275,10 +276,10 @@ class InteractiveInfer(ServedTask):
                 state.scores[(cls, *sl)] = 1
                 changed_mask[sl] = True
         label = base.copy()
-        written = np.zeros(label.shape, dtype=bool)
+        written = np.zeros(label.shape, dtype=bool) if state.hu is not None else None  # only where the refiner works
         voxels = self._restore_changed(state, changed_mask, label, written)
         stats = {"windows": len(boxes), "network_seconds": round(t_net, 3), "restored_voxels": voxels}
-        if state.hu is not None and self.refiner is not None and voxels:
+        if written is not None and voxels:
             clicked = np.zeros(label.shape, dtype=bool)
             for pts in clicks_in.points.values():
                 for p in pts:
@@ -286,9 +287,10 @@ class InteractiveInfer(ServedTask):
             stats["refined_voxels"] = self.refiner.refine(state.hu, label, state.input_affine, editable=written, keep=clicked)
         return label, stats
 
-    def _restore_changed(self, state: ImageState, changed: np.ndarray, label: np.ndarray, written: np.ndarray) -> int:
+    def _restore_changed(self, state: ImageState, changed: np.ndarray, label: np.ndarray,
+                         written: np.ndarray | None = None) -> int:
         """Write into ``label`` (input grid) the new class of every input voxel whose nearest model voxel changed
-        (and mark them in ``written``)."""
+        (and mark them in ``written`` when given)."""
         box = bounding_slices(changed, margin=1)
         if box is None:
             return 0
@@ -323,6 +325,7 @@ class InteractiveInfer(ServedTask):
             hit = mask_full[m[0], m[1], m[2]].reshape(ii.shape)
             region = label[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
             region[hit] = new[hit]
-            written[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= hit
+            if written is not None:
+                written[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= hit
             done += int(hit.sum())
         return done

@@ -36,6 +36,19 @@ _S26 = np.ones((3, 3, 3), dtype=bool)
 SD_CLIP = 3.0  # signed distance feature, voxels
 
 
+def surface_band(fg: np.ndarray, band: int) -> np.ndarray:
+    """The voxels within ``band`` voxels (26-connected) of the surface of ``fg``, on either side; a box edge that
+    cuts through the foreground is not a surface."""
+    return ndimage.binary_dilation(fg, _S26, iterations=band) & ~ndimage.binary_erosion(
+        fg, _S26, iterations=band, border_value=1)
+
+
+def signed_distance(fg: np.ndarray) -> np.ndarray:
+    """Distance to the surface of ``fg`` in voxels, negative inside, clipped to +-SD_CLIP (the refiner's feature)."""
+    sd = ndimage.distance_transform_edt(~fg) - ndimage.distance_transform_edt(fg)
+    return np.clip(sd, -SD_CLIP, SD_CLIP).astype(np.float32)
+
+
 def ras_view(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """A view (no copy: writing into it writes into ``array``) of a volume with its axes in R, A, S order and
     direction, from the voxel-to-world ``affine`` (RAS world, as nibabel's)."""
@@ -107,11 +120,11 @@ class BoundaryRefiner:
             box = None if near is None else tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(box, near))
         if box is None or any(s.stop <= s.start for s in box):
             return 0
-        fg = label[box] > 0
+        region = label[box]
+        fg = region > 0
         if not fg.any():
             return 0
-        band = ndimage.binary_dilation(fg, _S26, iterations=self.band) & ~ndimage.binary_erosion(
-            fg, _S26, iterations=self.band, border_value=1)
+        band = surface_band(fg, self.band) & np.isin(region, (0, self.pancreas))  # never a tumour voxel
         if editable is not None:
             band &= editable[box]
         if keep is not None:
@@ -119,20 +132,18 @@ class BoundaryRefiner:
         if not band.any():
             return 0
         p = self.probability(image[box], fg)
-        region = label[box]
         new = np.where(p > 0.5, self.pancreas, 0).astype(region.dtype)
-        flip = band & (new != region) & ((region == 0) | (region == self.pancreas))  # never a tumour voxel
+        flip = band & (new != region)
         region[flip] = new[flip]
         return int(flip.sum())
 
     def probability(self, image: np.ndarray, fg: np.ndarray) -> np.ndarray:
         """P(foreground) of every voxel of a box, from its CT and current foreground (see the module docstring)."""
-        sd = ndimage.distance_transform_edt(~fg) - ndimage.distance_transform_edt(fg)
         x = torch.from_numpy(np.stack([(image.astype(np.float32) - self.hu_offset) / self.hu_scale,
                                        fg.astype(np.float32)]))[None]
         x = F.pad(x, (1, 1, 1, 1, 1, 1), mode="replicate")
         logit = F.conv3d(x, self.kernel[None].float())[0, 0].numpy()
-        logit += self.sd_weight * np.clip(sd, -SD_CLIP, SD_CLIP).astype(np.float32) + self.bias
+        logit += self.sd_weight * signed_distance(fg) + self.bias
         return 1.0 / (1.0 + np.exp(-logit))
 
 
@@ -146,18 +157,15 @@ def band_samples(image: np.ndarray, label: np.ndarray, affine: np.ndarray, band:
     if box is None:
         return np.zeros((0, 55), np.float32), np.zeros((0, 3), int)
     fg = label[box] > 0
-    inner = ndimage.binary_erosion(fg, _S26, iterations=band, border_value=1)
-    sel = ndimage.binary_dilation(fg, _S26, iterations=band) & ~inner & np.isin(label[box], (0, pancreas))
-    idx = np.argwhere(sel)
+    idx = np.argwhere(surface_band(fg, band) & np.isin(label[box], (0, pancreas)))
     hu = np.pad((image[box].astype(np.float32) - hu_offset) / hu_scale, 1, mode="edge")
     f = np.pad(fg.astype(np.float32), 1, mode="edge")
-    sd = ndimage.distance_transform_edt(~fg) - ndimage.distance_transform_edt(fg)
     cols = []
     for vol in (hu, f):
         for a in range(3):
             for b in range(3):
                 for c in range(3):
                     cols.append(vol[idx[:, 0] + a, idx[:, 1] + b, idx[:, 2] + c])
-    cols.append(np.clip(sd[tuple(idx.T)], -SD_CLIP, SD_CLIP))
+    cols.append(signed_distance(fg)[tuple(idx.T)])
     offset = np.array([s.start for s in box])
     return np.stack(cols, 1).astype(np.float32), idx + offset
