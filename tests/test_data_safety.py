@@ -311,17 +311,29 @@ def test_label_existing_before_the_history_is_kept_when_overwritten(server, clie
 
 
 def test_slicer_label_info_maps_segment_values_to_model_ids(server, client, module_tmp):
+    """What the stock 3D Slicer module (tests/clients/slicer.py, its onSaveLabel) sends for a segmentation whose
+    segments are background, tumor, pancreas (a deleted and re-added segment goes last): label_info tumor idx 2,
+    pancreas idx 3 (positions among all segments) and a file with tumor 1, pancreas 2 (the export's order). Stored
+    as the model's ids: pancreas 1, tumour 2."""
+    from clients.slicer import Segment, StockSlicer
+
     image = "phantom_008"
     img = nib.load(str(server.studies / f"{image}.nii.gz"))
-    data = np.zeros(img.shape, np.uint8)
-    data[20:30, 20:30, 5:10] = 1  # Slicer's first segment: "tumor"
-    data[40:50, 40:50, 5:10] = 2  # second segment: "pancreas"
-    path = module_tmp / "segments.nii.gz"
-    nib.save(nib.Nifti1Image(data, img.affine), str(path))
-    client.save_label(image, str(path), tag="final",
-                      params={"label_info": [{"name": "tumor", "idx": 1}, {"name": "pancreas", "idx": 2}]})
+    tumour, pancreas = np.zeros(img.shape, bool), np.zeros(img.shape, bool)
+    tumour[20:30, 20:30, 5:10] = True
+    pancreas[40:50, 40:50, 5:10] = True
+    (module_tmp / "slicer").mkdir(exist_ok=True)
+    slicer = StockSlicer(server.url, module_tmp / "slicer")
+    slicer.fetch_info()
+    slicer.volume, slicer.current_sample = img, {"id": image}
+    slicer.segments = [Segment("background", np.zeros(img.shape, bool)), Segment("tumor", tumour),
+                       Segment("pancreas", pancreas)]
+    slicer.save_label()
+    assert slicer.saved_label_info == [{"name": "tumor", "idx": 2}, {"name": "pancreas", "idx": 3}]
+    sent = np.asarray(nib.load(slicer.saved_file).dataobj)
+    assert (sent[tumour] == 1).all() and (sent[pancreas] == 2).all()  # the export numbers segments in node order
     stored = np.asarray(nib.load(client.download_label(image, "final")).dataobj)
-    assert (stored[20:30, 20:30, 5:10] == 2).all() and (stored[40:50, 40:50, 5:10] == 1).all()
+    assert (stored[tumour] == 2).all() and (stored[pancreas] == 1).all() and int((stored > 0).sum()) == 1000
 
 
 def test_nrrd_label_replaces_nifti_label_and_both_stay_in_history(server, client, module_tmp):

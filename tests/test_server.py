@@ -71,8 +71,9 @@ def test_ohif_assets_are_served_as_themselves(server):
 
 def test_info_lists_model_and_labels(client):
     info = client.info()
-    # a list by value, as the stock OHIF v3 panel needs it (it appends to it); background for the click model
-    assert info["labels"] == ["background", "pancreas", "tumor"]
+    # a list by value, as the stock OHIF v3 panel needs it (it appends to it); background (for the click model)
+    # last by default, as in MONAI Label's sample apps: 3D Slicer's idx then equals its export values
+    assert info["labels"] == ["pancreas", "tumor", "background"]
     model = info["models"]["dints_pancreas"]
     assert model["type"] == "segmentation"
     assert model["labels"] == {"pancreas": 1, "tumor": 2}

@@ -79,7 +79,7 @@ def test_info_lists_the_model_with_its_labels(server, client):
     model = info["models"][server.name]
     assert model["type"] == "segmentation" and model["labels"] == server.labels
     assert model["task"] == server.task and model["network"] == server.name.split("_")[0]
-    assert info["labels"] == ["background", *sorted(server.labels, key=server.labels.get)]
+    assert info["labels"] == [*sorted(server.labels, key=server.labels.get), "background"]
     assert info["task"]["name"] == server.task and info["task"]["labels"] == server.labels
     assert info["tasks"] == {"pancreas": {"pancreas": 1, "tumor": 2}, "spleen": {"spleen": 1}}
     assert server.name in info["trainers"]

@@ -13,7 +13,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ if str(REPO_ROOT) not in sys.path:
 
 from fastapi import HTTPException  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
-from monailabel.interfaces.exception import MONAILabelException  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 from monailabel.interfaces.tasks.scoring import ScoringMethod  # noqa: E402
@@ -33,29 +31,52 @@ from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 from lib.configs.segmentation import SegmentationConfig, model_name  # noqa: E402
 from lib.datastore.local import image_uri  # noqa: E402
 from lib.datastore.names import check_name  # noqa: E402
-from lib.errors import InputError  # noqa: E402
+from lib.errors import InputError, http_error  # noqa: E402
 from lib.params import truthy  # noqa: E402
 from lib.profiles import NETWORK_TITLES  # noqa: E402
+from lib.server.access import require_role  # noqa: E402
+from lib.server.roles import ANNOTATOR  # noqa: E402
 from lib.server.uploads import is_trusted  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
-def label_list(models: dict, labels: dict[str, int]) -> list[str]:
+BACKGROUND_POSITIONS = ("last", "first")
+
+
+def background_position(conf: dict) -> str:
+    """``--conf background_position``: where ``/info``'s ``labels`` list ``background`` (``last``, the default, or
+    ``first``); anything else stops the start-up with this message."""
+    value = str(conf.get("background_position", "last")).strip().lower()
+    if value not in BACKGROUND_POSITIONS:
+        raise ValueError(f"--conf background_position must be 'last' or 'first', not {conf.get('background_position')!r}")
+    return value
+
+
+def label_list(models: dict, labels: dict[str, int], background: str = "last") -> list[str]:
     """``/info``'s top-level ``labels``: a list of names by value, over the task and every model (``background``
     where the interactive model takes background clicks). A list, as MONAI Label builds it for its sample apps:
-    the stock OHIF v3 panel appends to it (a dict there left the panel empty), 3D Slicer iterates it."""
+    the stock OHIF v3 panel appends to it (a dict there left the panel empty), 3D Slicer iterates it.
+
+    ``background`` comes ``last`` (as in MONAI Label's sample apps) or ``first``. 3D Slicer makes one segment per
+    entry in this order and sends each kept segment's position among all of them as its ``idx``, while its
+    labelmap export numbers the kept segments 1..n: with background last the two agree."""
     values = dict(labels)
     for model in models.values():
         model_labels = model.get("labels")
         if isinstance(model_labels, dict):
             for name, value in model_labels.items():
                 values.setdefault(name, int(value))
-    return [name for name, _ in sorted(values.items(), key=lambda item: (item[1], item[0]))]
+    names = [name for name, _ in sorted(values.items(), key=lambda item: (item[1], item[0]))]
+    if "background" in names:
+        names.remove("background")
+        names.insert(len(names) if background == "last" else 0, "background")
+    return names
 
 
 class DiNTSPancreasApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
+        self.background_position = background_position(conf)  # checked first: a bad value stops the start-up
         self.model_dir = str(Path(conf.get("model_dir", REPO_ROOT / "model")).resolve())
         self.model_name = model_name(conf)  # dints_pancreas unless --conf task / network say otherwise
         self.task_config = SegmentationConfig()
@@ -84,14 +105,14 @@ class DiNTSPancreasApp(MONAILabelApp):
         from lib.server.memory import limit_arenas
 
         limit_arenas(int(conf.get("malloc_arena_max", 2)))
-        install_into_server()
+        install_into_server(conf)
 
     def info(self):
         """MONAI Label's ``/info``, plus the served task (name, labels, window, spacing) and the tasks on offer."""
         from lib.task import TASKS
 
         info = super().info()
-        info["labels"] = label_list(info.get("models", {}), dict(self.task_config.task.labels))
+        info["labels"] = label_list(info.get("models", {}), dict(self.task_config.task.labels), self.background_position)
         info["task"] = self.task_config.task.describe()
         info["tasks"] = {name: dict(t.labels) for name, t in TASKS.items()}
         return info
@@ -211,11 +232,8 @@ class DiNTSPancreasApp(MONAILabelApp):
                                 detail=f"no strategy '{strategy}': choose one of {sorted(self._strategies)}")
         try:
             res = task(request, self.datastore())
-        except HTTPException:
-            raise
         except Exception as exc:
-            logger.error("Active learning failed:\n" + traceback.format_exc())
-            raise HTTPException(status_code=500, detail=f"active learning failed: {type(exc).__name__}: {exc}") from None
+            raise http_error(exc, "active learning", logger) from None
         if not res:
             return {"id": None, "message": "no image selected"}
         if res.get("id"):
@@ -300,8 +318,10 @@ class DiNTSPancreasApp(MONAILabelApp):
             if datastore is not None:  # in-process callers (scoring, batch) pass their own datastore
                 return super().infer(request, datastore)
             request = dict(request)
-            image_id = self._resolve_image(request)
             save_label = truthy(request.pop("save_label", False))
+            if save_label:
+                require_role(ANNOTATOR, "saving the answer as a label (save_label)")
+            image_id = self._resolve_image(request)
             task = self._infers.get(request.get("model"))
             if task is not None and hasattr(task, "check_request"):
                 task.check_request(request)  # range checks before waiting for the inference slot
@@ -315,11 +335,6 @@ class DiNTSPancreasApp(MONAILabelApp):
             return result
         except InputError as exc:
             logger.warning(f"Refused infer request for {request.get('image')!r}: {exc.message}")
-            raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
-        except MONAILabelException as exc:
-            raise HTTPException(status_code=400, detail=exc.msg) from None
-        except HTTPException:
-            raise
+            raise http_error(exc, "inference", logger) from None
         except Exception as exc:
-            logger.error("Inference failed:\n" + traceback.format_exc())
-            raise HTTPException(status_code=500, detail=f"inference failed: {type(exc).__name__}: {exc}") from None
+            raise http_error(exc, "inference", logger) from None

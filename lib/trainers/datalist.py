@@ -20,15 +20,19 @@ def split_file(task: str) -> str:
     return "dints_pancreas_split.json" if task == "pancreas" else f"{task}_split.json"
 
 
-def labelled_datalist(datastore, labels: dict[str, int] | None = None) -> tuple[list[dict], list[dict]]:
+def labelled_datalist(datastore, labels: dict[str, int] | None = None,
+                      limit: int | None = None) -> tuple[list[dict], list[dict]]:
     """``{"id", "image", "label"}`` for every image with a usable ``final`` label, sorted by id, and the
     skipped ones as ``{"id", "reason"}``: a label that cannot be read, is off its image's grid or holds
-    values that are not label ids (e.g. written into the folder by hand) is left out, not fatal."""
-    from lib.datastore.label_check import check_label
+    values that are not label ids (e.g. written into the folder by hand) is left out, not fatal.
+    ``limit``: stop once that many usable ones are found (a train request's quick check of the data)."""
+    from lib.datastore.label_check import check_label, is_segmentation
     from lib.errors import InputError
 
     items, skipped = [], []
     for image_id in sorted(datastore.get_labeled_images()):
+        if limit is not None and len(items) >= limit:
+            break
         image = datastore.get_image_uri(image_id)
         label = datastore.get_label_uri(image_id, "final")
         if not (image and label and os.path.exists(image) and os.path.exists(label)):
@@ -37,13 +41,19 @@ def labelled_datalist(datastore, labels: dict[str, int] | None = None) -> tuple[
             continue
         if labels is not None:
             try:
-                check_label(label, image, labels)
+                checked = check_label(label, image, labels)
             except InputError as exc:
                 skipped.append({"id": image_id, "reason": exc.message})
                 continue
+            if checked.extension == ".nrrd" and is_segmentation(label):  # put into the folder by hand: its raw
+                skipped.append({"id": image_id, "reason": "a 3D Slicer segmentation file, whose values are not the "
+                                                          "model's ids: submit it through the server, which stores it "
+                                                          "as a labelmap"})  # values mean its own segment table
+                continue
         items.append({"id": image_id, "image": image, "label": label})
-    for s in skipped:
-        logger.warning(f"training skips '{s['id']}': {s['reason']}")
+    if limit is None:
+        for s in skipped:
+            logger.warning(f"training skips '{s['id']}': {s['reason']}")
     return items, skipped
 
 
@@ -53,13 +63,15 @@ def id_hash(image_id: str) -> float:
 
 
 def stable_split(ids: Sequence[str], split_path: str | os.PathLike, val_split: float = 0.2,
-                 val_ids: Sequence[str] | None = None, reset: bool = False) -> tuple[list[str], list[str], dict]:
+                 val_ids: Sequence[str] | None = None, reset: bool = False,
+                 write: bool = True) -> tuple[list[str], list[str], dict]:
     """Train/validation split that survives retraining.
 
     The first time, an image goes to validation when the hash of its id falls below ``val_split`` (at least
     one validation image once there are two labelled images). Afterwards every image keeps its side;
     images labelled since go to training. ``val_ids`` fixes the validation set explicitly (persisted, and
-    marked ``fixed``); ``reset`` draws the split again. The result is written to ``split_path``.
+    marked ``fixed``); ``reset`` draws the split again. The result is written to ``split_path`` (unless
+    ``write`` is false: what a run would get, for checking a request before starting it).
     """
     ids = sorted(set(ids))
     state = None if reset else atomic.read_json(split_path)
@@ -85,7 +97,8 @@ def stable_split(ids: Sequence[str], split_path: str | os.PathLike, val_split: f
             val = val[:-1]
     train = [i for i in ids if i not in set(val)]
     info = {"training": train, "validation": val, "fixed": fixed, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
-    atomic.write_json(split_path, info, indent=2)
+    if write:
+        atomic.write_json(split_path, info, indent=2)
     return train, val, info
 
 
