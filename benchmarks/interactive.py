@@ -3,9 +3,9 @@
     python benchmarks/interactive.py --quick     # a few minutes on a 2-core CPU
     python benchmarks/interactive.py             # the README's figures
 
-The served infer task itself (``deepedit_pancreas`` as the app builds it, with its per-image cache) is called
-in process, request by request, exactly as a client's requests reach it: each request carries every click so
-far. On held-out phantoms (seeds 9500+, preset ``train``; never used for training, validation or the sample
+The served infer task itself (``deepedit_pancreas`` as the app builds it, with its cache of per-image bases and
+per-click-set states) is called in process, request by request, exactly as a client's requests reach it: each
+request carries every click so far, so each starts from the state of the previous one and runs one window. On held-out phantoms (seeds 9500+, preset ``train``; never used for training, validation or the sample
 datastore):
 
 * **pancreas**: Dice of the pancreas after k = 0 (automatic) .. ``--clicks`` robot clicks on the pancreas, and
@@ -13,7 +13,8 @@ datastore):
 * **tumour** (phantoms that have one): Dice of the tumour after k = 0 .. ``--tumour-clicks`` clicks on the tumour,
   starting from the automatic answer;
 * **latency**: the time from request to written label file per click on a 512 x 512 x 181 phantom (clinical
-  grid), after the first (automatic) request, whose time is reported on its own;
+  grid), after the first (automatic) request, whose time is reported on its own; and what the cache holds for
+  that image (its base, one click state);
 * **real CT** (``../shared/data/real-ct``, when present): the pancreas curve against its reference mask, which
   is another model's output - reported, never tuned to.
 
@@ -110,8 +111,16 @@ def latency(task, path: str, truth: np.ndarray, n: int, names: dict) -> dict:
         times.append(time.perf_counter() - t0)
         label = np.asarray(nib.load(out).dataobj)
         os.remove(out)
+    from lib.runtime.click_cache import image_key
+
+    key = image_key(path, task.served.checksum())
+    base = task.cache.base(key)
+    states = [task.cache.start(key, s) for s in task.cache.click_sets(key)]
+    cache = {"base_mb": round(base.nbytes / (1 << 20), 1) if base is not None else None,
+             "click_state_mb": round(states[-1].nbytes / (1 << 20), 1) if states else None,
+             "click_states": len(states), "total_mb": round(task.cache.total_bytes() / (1 << 20), 1)}
     return {"first_request_seconds": round(first, 2), "click_seconds": [round(t, 3) for t in times],
-            "median_click_seconds": round(statistics.median(times), 3) if times else None}
+            "median_click_seconds": round(statistics.median(times), 3) if times else None, "cache": cache}
 
 
 def plot(results: dict, path: Path) -> None:

@@ -5,8 +5,10 @@ after the labels, in voxel indices of the image as the client loaded it::
 
     {"pancreas": [[i, j, k], ...], "tumor": [...], "background": [...]}
 
-:func:`parse_clicks` refuses what cannot be a click (400): an unknown label name, a non-integer or
-out-of-bounds coordinate, too many clicks. :func:`to_model_grid` moves them through the *same* geometry as
+:func:`parse_clicks` refuses what cannot be a click (400): an unknown label name (OHIF's points placed before a
+label is chosen arrive under ``null``), a non-integer or out-of-bounds coordinate, too many clicks. It needs only
+the image's shape, which the interactive task reads from the file's header, so a bad request is refused before
+any image work. :func:`to_model_grid` moves them through the *same* geometry as
 the image (input voxel -> world -> model voxel, from the two affines), so clicks land where the annotator put
 them whatever the file's orientation (LPS, permuted axes) or spacing; an upstream bug that reoriented the image
 but not the clicks (MONAI Label #1407) put them on the wrong side of the body.
@@ -30,6 +32,7 @@ from lib.errors import InputError
 BACKGROUND = "background"
 DEFAULT_SIGMA_MM = 5.0
 MAX_CLICKS = 200  # per request, all labels together
+NO_LABEL_KEYS = ("null", "undefined", "none", "")  # what a client's missing label name turns into
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,14 @@ class Clicks:
 
     def pairs(self) -> set[tuple[int, tuple[float, float, float]]]:
         return {(c, tuple(p)) for c, pts in self.points.items() for p in pts}
+
+    @classmethod
+    def from_pairs(cls, pairs) -> "Clicks":
+        """Clicks from ``(class, point)`` pairs, classes in ascending order, points in the order given."""
+        points: dict[int, list] = {}
+        for c, p in pairs:
+            points.setdefault(int(c), []).append(tuple(float(v) for v in p))
+        return cls({c: tuple(points[c]) for c in sorted(points)})
 
 
 def click_names(labels: Mapping[str, int]) -> dict[str, int]:
@@ -66,20 +77,26 @@ def _coordinate(value, name: str) -> int:
     return int(value)
 
 
-def parse_clicks(request: Mapping, labels: Mapping[str, int], shape: Sequence[int],
+def parse_clicks(request: Mapping, labels: Mapping[str, int], shape: Sequence[int] | None,
                  max_clicks: int = MAX_CLICKS) -> Clicks:
-    """The clicks of a request, checked against the input image ``shape`` (voxel indices i, j, k).
+    """The clicks of a request, checked against the input image ``shape`` (voxel indices i, j, k; None: every
+    check but the bounds, for an image whose shape is not known before it is loaded).
 
     A request key holds clicks when it is a label name (or ``background``), or when its value is a list of
-    points; a list of points under another name is refused (an unknown label), so a typo never goes unnoticed."""
+    points; a list of points under another name is refused (an unknown label), so a typo never goes unnoticed.
+    Points under a key that names no label at all (``null``, ``undefined``, ``None``, empty: a client that sent
+    points before a label was chosen) are refused whatever their form."""
     names = click_names(labels)
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(int(s) for s in shape) if shape is not None else None
     points: dict[int, list[tuple[float, float, float]]] = {}
     total = 0
     for key, value in request.items():
         if not isinstance(key, str):
             continue
         if key not in names:
+            if key.strip().lower() in NO_LABEL_KEYS and value not in (None, "", [], (), {}):
+                raise InputError(f"clicks under '{key}' name no label (points placed before a label was chosen?): "
+                                 f"choose one of {', '.join(names)} and click again", 400)
             if _is_point_list(value):
                 raise InputError(f"clicks for unknown label '{key}': clicks may name {', '.join(names)}", 400)
             continue
@@ -91,7 +108,7 @@ def parse_clicks(request: Mapping, labels: Mapping[str, int], shape: Sequence[in
             if len(p) != 3:
                 raise InputError(f"a click has 3 voxel indices [i, j, k]; '{key}' has {list(p)!r}", 400)
             ijk = tuple(_coordinate(v, key) for v in p)
-            if any(not 0 <= v < s for v, s in zip(ijk, shape)):
+            if shape is not None and any(not 0 <= v < s for v, s in zip(ijk, shape)):
                 raise InputError(f"click {list(ijk)} of '{key}' lies outside the image (voxel indices 0..{[s - 1 for s in shape]})",
                                  400)
             points.setdefault(names[key], []).append(tuple(float(v) for v in ijk))

@@ -10,7 +10,7 @@ import torch
 from lib.clicks import Clicks, WithGuidance, guidance_box, paint_clicks, parse_clicks, sigma_voxels, to_model_grid
 from lib.errors import InputError
 from lib.robot_user import clicks_to_reach, dice, next_click
-from lib.runtime.click_cache import ImageState, StateCache
+from lib.runtime.click_cache import ClickState, ImageBase, StateCache, click_set
 
 LABELS = {"pancreas": 1, "tumor": 2}
 
@@ -36,12 +36,23 @@ def test_parse_clicks_reads_the_clients_format():
     ({"pancreas": "1,2,3"}, "list of [i, j, k]"),
     ({"pancreas": [1, 2, 3]}, "list of [i, j, k]"),
     ({"pancreas": [[1, 2, 3]] * 201}, "over the limit"),
+    ({"null": [[1, 2, 3]]}, "name no label"),  # OHIF v3: points placed before a label was chosen
+    ({"null": [{"x": 1, "y": 2, "z": 3}]}, "name no label"),
+    ({"undefined": "1,2,3"}, "name no label"),
 ])
 def test_bad_clicks_are_refused_with_400(bad, words):
     with pytest.raises(InputError) as err:
         parse_clicks(bad, LABELS, (10, 10, 10))
     assert err.value.status_code == 400
     assert words in err.value.message
+
+
+def test_without_a_shape_everything_but_the_bounds_is_checked():
+    assert parse_clicks({"pancreas": [[100, 2, 3]], "null": []}, LABELS, None).count == 1
+    with pytest.raises(InputError, match="whole voxel indices"):
+        parse_clicks({"pancreas": [[1.5, 2, 3]]}, LABELS, None)
+    with pytest.raises(InputError, match="name no label"):
+        parse_clicks({"null": [[1, 2, 3]]}, LABELS, None)
 
 
 # ---- geometry -----------------------------------------------------------------------------------------
@@ -141,23 +152,77 @@ def test_dice_and_clicks_to_reach():
 
 
 # ---- cache -------------------------------------------------------------------------------------------
-def _state(mb: float) -> ImageState:
+def _base(mb: float) -> ImageBase:
     n = int(mb * (1 << 20) / 4)
-    return ImageState(image=torch.zeros((1, n)), model_affine=np.eye(4), input_affine=np.eye(4), input_shape=(1, 1, 1),
-                      scores=torch.zeros((1, 1), dtype=torch.float16), clicks=Clicks(), label=np.zeros(1, np.uint8))
+    return ImageBase(image=torch.zeros((1, n)), model_affine=np.eye(4), input_affine=np.eye(4), input_shape=(1, 1, 1),
+                     scores=torch.zeros((1, 1), dtype=torch.float16), label=np.zeros(1, np.uint8))
+
+
+def _state(clicks, mb: float) -> ClickState:
+    n = int(mb * (1 << 20) / 2)
+    return ClickState(clicks=click_set(clicks), scores_box=(slice(0, n),),
+                      scores_patch=torch.zeros((1, n), dtype=torch.float16), label_box=None, label_patch=None)
 
 
 def test_cache_is_bounded_and_drops_the_least_recently_used():
     cache = StateCache(max_mb=10)
     for k in "abc":
-        cache.put((k,), _state(4))
-    assert len(cache) == 2 and cache.get(("a",)) is None  # 12 MB > 10: the oldest went
-    cache.get(("b",))  # b is now the most recent
-    cache.put(("d",), _state(4))
-    assert cache.get(("b",)) is not None and cache.get(("c",)) is None
-    cache.put(("huge",), _state(20))  # larger than the whole cache: not kept, nothing else lost
-    assert cache.get(("huge",)) is None and len(cache) == 2
+        cache.put_base((k,), _base(4))
+    assert len(cache) == 2 and cache.base(("a",)) is None  # 12 MB > 10: the oldest went
+    cache.base(("b",))  # b is now the most recent
+    cache.put_base(("d",), _base(4))
+    assert cache.base(("b",)) is not None and cache.base(("c",)) is None
+    assert not cache.put_base(("huge",), _base(20))  # larger than the whole cache: not kept, nothing else lost
+    assert cache.base(("huge",)) is None and len(cache) == 2
     assert cache.total_bytes() <= 10 * (1 << 20)
+
+
+def test_cache_counts_click_states_and_bases_together():
+    cache = StateCache(max_mb=10)
+    cache.put_base(("a",), _base(3))
+    one, two = [(1, (1, 1, 1))], [(1, (1, 1, 1)), (0, (2, 2, 2))]
+    assert cache.put_state(("a",), _state(one, 3)) and cache.put_state(("a",), _state(two, 3))
+    assert len(cache) == 3 and cache.total_bytes() > 9 * (1 << 20)
+    cache.start(("a",), click_set(one))  # the one-click state used: the two-click state is now the oldest
+    assert cache.put_state(("a",), _state([(2, (3, 3, 3))], 3))  # 12 MB: something goes, never the base
+    assert cache.base(("a",)) is not None and cache.click_sets(("a",)) == [click_set([(1, (1, 1, 1))]),
+                                                                           click_set([(2, (3, 3, 3))])]
+    assert cache.total_bytes() <= 10 * (1 << 20)
+    assert not cache.put_state(("a",), _state(one + [(0, (5, 5, 5))], 8))  # base + it do not fit: the base stays
+    assert cache.base(("a",)) is not None
+    cache.put_base(("b",), _base(9))  # a new base pushes out a, and with it every state of a
+    assert cache.base(("a",)) is None and cache.click_sets(("a",)) == [] and len(cache) == 1
+    assert not cache.put_state(("gone",), _state(one, 1))  # a state without its base is not kept
+
+
+def test_cache_starts_from_the_largest_cached_subset():
+    cache = StateCache(max_mb=100)
+    cache.put_base(("a",), _base(1))
+    a, b, c, d = (1, (1, 1, 1)), (1, (2, 2, 2)), (0, (3, 3, 3)), (2, (4, 4, 4))
+    for s in ([a], [a, b], [c], [d]):
+        cache.put_state(("a",), _state(s, 1))
+    assert cache.start(("a",), click_set([a, b, d])).clicks == click_set([a, b])  # the largest subset
+    assert cache.start(("a",), click_set([a, b])).clicks == click_set([a, b])  # the set itself
+    assert cache.start(("a",), click_set([b])) is None  # nothing fits: the base
+    # a tie between equal-sized subsets is decided by the sets, not by which was used last
+    cache.start(("a",), click_set([d]))
+    assert cache.start(("a",), click_set([c, d])).clicks == click_set([c])
+    cache.start(("a",), click_set([c]))
+    assert cache.start(("a",), click_set([c, d])).clicks == click_set([c])
+
+
+def test_a_click_state_keeps_only_what_differs_from_its_base():
+    base = _base(0.01)
+    base.scores, base.label = torch.rand((3, 20, 20, 20)).half(), np.zeros((30, 30, 10), np.uint8)
+    scores, label = base.scores.clone(), base.label.copy()
+    box_s, box_l = (slice(2, 9), slice(0, 5), slice(10, 20)), (slice(5, 8), slice(5, 9), slice(0, 3))
+    scores[(slice(None), *box_s)] = 0.5
+    label[box_l] = 2
+    state = ClickState.of(click_set([(1, (1, 1, 1))]), scores, box_s, label, box_l)
+    assert state.nbytes == 3 * 7 * 5 * 10 * 2 + 3 * 4 * 3  # the boxes, not the volumes
+    assert torch.equal(state.scores_on(base), scores) and np.array_equal(state.label_on(base), label)
+    state.label_on(base)[0, 0, 0] = 9  # a new array each time: the cached state stays as it was
+    assert np.array_equal(state.label_on(base), label)
 
 
 # ---- click simulation (training) ---------------------------------------------------------------------

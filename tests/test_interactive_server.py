@@ -2,18 +2,23 @@
 ``deepedit_pancreas`` is listed as a DeepEdit model; a pancreas click on a voxel the automatic pass missed
 labels it pancreas, a background click on a labelled voxel clears it, and the change stays near the click;
 the same on an LPS-stored and an axis-permuted volume sent as a Slicer session (``create_session`` then
-``infer(..., session_id=...)``); bad clicks get 400; training the model from the client publishes new
-weights that the next request uses."""
+``infer(..., session_id=...)``); bad clicks get 400, in milliseconds (before any image work); two annotators
+sharing the stock Slicer module's client id, clicking one image in turn and at once, each get what they get
+alone; training the model from the client publishes new weights that the next request uses."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 import time
 
 import nibabel as nib
+import nrrd
 import numpy as np
 import pytest
 import requests
+from monailabel.client import MONAILabelClient
 
 from conftest import MODEL_DIR, copy_model_dir
 from server import Server
@@ -28,6 +33,8 @@ MODEL = "deepedit_pancreas"
 WEIGHTS = MODEL_DIR / "pretrained_deepedit_pancreas_cpu.pt"
 HALF_WINDOW_MM = 48 * 2.0  # a click re-runs one 96^3 window at 2 mm centred on it
 SEEDS = (9510, 9511, 9512)  # held out: never trained on
+SHARED, LONE, UNTOUCHED = "annotated_together", {"A": "annotated_by_a", "B": "annotated_by_b"}, "never_inferred"
+SLICER_CLIENT_ID = "user-xyz"  # the stock module's default, the same for everybody
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +49,11 @@ def server(module_tmp):
         labelled = seed != SEEDS[-1]
         save_phantom(ph, studies / f"case_{seed}.nii.gz", studies / "labels" / "final" / f"case_{seed}.nii.gz" if labelled else None)
         truths[f"case_{seed}"] = ph
+    # copies of the held-out image, each a fresh cache entry: one shared by two annotators, one for each of
+    # them alone; and an image no request touches before the early-refusal test
+    for copy in (SHARED, LONE["A"], LONE["B"]):
+        shutil.copy(studies / f"case_{SEEDS[-1]}.nii.gz", studies / f"{copy}.nii.gz")
+    shutil.copy(studies / f"case_{SEEDS[0]}.nii.gz", studies / f"{UNTOUCHED}.nii.gz")
     srv = Server(studies, conf={"model_dir": str(copy_model_dir(module_tmp / "model"))}).start()
     srv.truths = truths
     yield srv
@@ -143,6 +155,114 @@ def test_bad_click_simulation_parameters_get_400(server, params, words):
     r = requests.post(f"{server.url}/train/{MODEL}", json=params, timeout=60)
     assert r.status_code == 400 and words in r.json()["detail"], r.text
     assert runs() == before  # nothing started
+
+
+def test_bad_clicks_are_refused_before_any_image_work(server):
+    """A label-less click (OHIF v3's points placed before an organ is chosen arrive under ``null``), a point
+    outside the image or a malformed one: 400 in well under a second on an image never inferred, whose automatic
+    pass (measured after) takes far longer."""
+    bad = [{"null": [[10, 10, 10]]}, {"pancreas": [[100000, 2, 3]]}, {"pancreas": [[1, 2]]},
+           {"background": [[1.5, 2, 3]]}, {"pancreas": [[-1, 0, 0]]}, {"tumor": "10,10,10"}]
+    times = []
+    for params in bad:
+        t0 = time.perf_counter()
+        r = requests.post(f"{server.url}/infer/{MODEL}", params={"image": UNTOUCHED},
+                          data={"params": json.dumps(params)}, timeout=120)
+        times.append(time.perf_counter() - t0)
+        assert r.status_code == 400, (params, r.text)
+        assert times[-1] < 1.0, (params, times[-1])
+    t0 = time.perf_counter()
+    r = requests.post(f"{server.url}/infer/{MODEL}", params={"image": UNTOUCHED, "output": "json"},
+                      data={"params": "{}"}, timeout=300)
+    took = time.perf_counter() - t0
+    assert r.status_code == 200, r.text
+    stats = r.json()["params"]["inference"] if "params" in r.json() else r.json()["inference"]
+    assert stats["cached"] is False  # the refused requests did no image work
+    # what a late refusal would have cost: more than the 1 s allowed (about 4.5 s on 2 CPU cores), many times a refusal
+    assert took > 1.0 and took > 5 * max(times), (took, times)
+
+
+def slicer_params(info: dict, points: dict[str, list], current: str | None) -> dict:
+    """The parameters of the stock 3D Slicer 0.8.5 module's requests to a DeepEdit model whose labels it lists
+    (``deepedit_multi_label``): ``onClickDeepgrow`` (plugins/slicer/MONAILabel/MONAILabel.py at tag 0.8.5: one
+    key per name in ``/info``'s ``labels`` with that segment's control points, ``[]`` for a segment without any,
+    ``label`` the selected segment, then ``getParamsFromConfig("infer", model)``), or ``onClickSegmentation`` (the
+    config alone) when ``current`` is None; then ``SlicerMONAILabelLogic.infer``'s ``result_extension`` and
+    ``result_dtype``. ``MONAILabelClient.infer`` adds the ``client_id``."""
+    params = {}
+    if current is not None:
+        for name in info.get("labels", []):
+            params[name] = [[int(v) for v in p] for p in points.get(name, [])]
+        params["label"] = current
+    config = info["models"][MODEL].get("config", {})
+    params.update({k: v[0] if isinstance(v, list) else v for k, v in config.items()})
+    params["result_extension"] = ".nrrd"
+    params["result_dtype"] = "uint8"
+    return params
+
+
+def annotate(server, image: str, clicks: list, tmpdir, steps: threading.Barrier | None = None) -> list[np.ndarray]:
+    """One annotator in the stock Slicer module: the automatic segmentation, then one request per click placed
+    (each with every click so far); the label of every answer. The module makes a new client for every call, with
+    its own download folder and the default client id."""
+    tmpdir.mkdir(exist_ok=True)
+    info = MONAILabelClient(server.url, tmpdir=str(tmpdir), client_id=SLICER_CLIENT_ID).info()
+    answers = []
+    for k in range(len(clicks) + 1):
+        points: dict[str, list] = {}
+        for name, p in clicks[:k]:
+            points.setdefault(name, []).append(p)
+        params = slicer_params(info, points, clicks[k - 1][0] if k else None)
+        if steps is not None:
+            steps.wait(timeout=600)  # both annotators send request k at once
+        client = MONAILabelClient(server.url, tmpdir=str(tmpdir), client_id=SLICER_CLIENT_ID)
+        path, _ = client.infer(MODEL, image, params)
+        answers.append(nrrd.read(path)[0])
+    return answers
+
+
+def _outside(truth: np.ndarray, p) -> tuple[int, int, int]:
+    """The first non-pancreas voxel two steps beyond the pancreas along the first axis from ``p``."""
+    i = int(p[0])
+    while i < truth.shape[0] - 3 and truth[i, p[1], p[2]] == 1:
+        i += 1
+    return (i + 2, int(p[1]), int(p[2]))
+
+
+def test_two_slicer_annotators_on_one_image_each_get_what_they_get_alone(server, module_tmp):
+    truth = server.truths[f"case_{SEEDS[-1]}"].label
+    inside = np.argwhere(truth == 1)
+    n = len(inside)
+    clicks = {  # different points, never the same voxel
+        "A": [("pancreas", inside[n // 6]), ("background", _outside(truth, inside[n // 3])), ("pancreas", inside[n // 2])],
+        "B": [("pancreas", inside[2 * n // 3]), ("background", _outside(truth, inside[5 * n // 6])),
+              ("pancreas", inside[n - n // 10])],
+    }
+    alone = {who: annotate(server, LONE[who], clicks[who], module_tmp / f"slicer_alone_{who}") for who in "AB"}
+    assert not np.array_equal(alone["A"][-1], alone["B"][-1])  # two different answers to tell apart
+    for who in "AB":
+        assert all(not np.array_equal(a, b) for a, b in zip(alone[who], alone[who][1:])), who  # each click did something
+
+    got, errors = {}, []
+    steps = threading.Barrier(2)
+
+    def run(who):
+        try:
+            got[who] = annotate(server, SHARED, clicks[who], module_tmp / f"slicer_together_{who}", steps)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            steps.abort()
+
+    threads = [threading.Thread(target=run, args=(who,)) for who in "AB"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    assert not errors, errors
+    for who in "AB":
+        assert len(got[who]) == len(alone[who])
+        for k, (a, b) in enumerate(zip(got[who], alone[who])):
+            assert np.array_equal(a, b), f"annotator {who}, request {k}: {(a != b).sum()} voxels differ"
 
 
 def test_training_from_the_client_publishes_what_the_next_request_uses(server, client):

@@ -84,7 +84,7 @@ def test_a_click_gives_the_same_answer_in_every_orientation_and_changes_only_nea
     assert (np.abs(changed - np.asarray(click)) * spacing).max() <= 64.0 + 2 * spacing.max()
 
 
-def test_the_clients_label_is_kept_away_from_the_click_and_same_clicks_cost_nothing(task, volume, tmp_path):
+def test_the_clients_label_is_kept_away_from_the_click_and_never_reaches_another_answer(task, volume, tmp_path):
     image, affine, truth = volume
     path = tmp_path / "img.nii.gz"
     nib.save(nib.Nifti1Image(image, affine), str(path))
@@ -93,11 +93,22 @@ def test_the_clients_label_is_kept_away_from_the_click_and_same_clicks_cost_noth
     lab_path = tmp_path / "mine.nii.gz"
     nib.save(nib.Nifti1Image(mine, affine), str(lab_path))
     click = [int(image.shape[0] - 5), int(image.shape[1] - 5), int(image.shape[2] - 3)]
-    _run(task, path)
-    label, stats = task({"image": str(path), "result_write_to_file": False, "label": str(lab_path), "background": [click]})[0], None
+    auto, _ = _run(task, path)
+    assert not (auto[:10, :10, :5] == 2).all()  # the hand edit is not what the model answers there
+    label, stats = task({"image": str(path), "result_write_to_file": False, "label": str(lab_path), "background": [click]})
+    assert stats["inference"]["windows"] == 1
     assert (label[:10, :10, :5] == 2).all()  # the hand edit survived
+    written = label != mine
+    assert written.any()  # the click wrote into the client's label ...
+    # ... the same as it writes into the model's own answer, which is what a request without a label gets
     again, stats = _run(task, path, background=[click])
-    assert stats["windows"] == 0 and stats["changed_clicks"] == 0 and np.array_equal(again, label)
+    assert stats["windows"] == 0 and stats["changed_clicks"] == 0  # the click set is cached
+    assert np.array_equal(again[written], label[written])
+    assert np.array_equal(again[:10, :10, :5], auto[:10, :10, :5])  # the client's edit leaked nowhere
+    task.cache.clear()
+    _run(task, path)
+    fresh, _ = _run(task, path, background=[click])
+    assert np.array_equal(again, fresh)  # as if no label had ever been sent
 
 
 def test_a_new_model_or_a_removed_click_is_answered_afresh(task, volume, tmp_path):
@@ -138,7 +149,7 @@ def test_a_label_that_does_not_fit_the_image_is_refused(task, volume, tmp_path):
 
 def test_the_local_update_equals_restoring_the_whole_volume(task, volume, tmp_path):
     """Re-restoring only what changed gives the label that resampling all the updated scores gives."""
-    from lib.runtime.click_cache import image_key
+    from lib.runtime.click_cache import click_set, image_key
     from lib.transforms.restore import resample_argmax
 
     image, affine, truth = volume
@@ -147,8 +158,11 @@ def test_the_local_update_equals_restoring_the_whole_volume(task, volume, tmp_pa
     _run(task, path)
     label, stats = _run(task, path, pancreas=[[12, 25, 8]], background=[[30, 10, 12]])
     assert stats["restored_voxels"] > 0
-    state = task.cache.get(image_key(str(path), task.served.checksum()))
-    full = resample_argmax(state.scores, state.model_affine, state.input_affine, state.input_shape)
+    key = image_key(str(path), task.served.checksum())
+    base = task.cache.base(key)
+    state = task.cache.start(key, click_set([(1, (12, 25, 8)), (0, (30, 10, 12))]))
+    assert state is not None and len(state.clicks) == 2
+    full = resample_argmax(state.scores_on(base), base.model_affine, base.input_affine, base.input_shape)
     assert (label == full).mean() > 0.995
 
 

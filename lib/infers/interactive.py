@@ -4,23 +4,29 @@ The network takes the CT and one guidance channel per class, background included
 guidance is :func:`lib.clicks.paint_clicks`). MONAI Label's ``deepedit`` type makes the stock 3D Slicer module
 show its click tools; with no clicks the answer is an automatic segmentation.
 
-Per image (datastore image or session upload) and model checksum, :class:`lib.runtime.click_cache.StateCache`
-keeps the preprocessed volume, the class probabilities and the label of the last answer. A request then costs:
+The answer is a function of the image, the model and the prompts the request sends - never of who clicked before
+(:mod:`lib.runtime.click_cache`): per image (datastore image or session upload) and model checksum the cache keeps
+one *base* (the preprocessed volume, the automatic answer) and per click *set* a state (class probabilities and
+label). A request costs:
 
+* **nothing but the checks** when it is bad: the clicks and parameters are checked against the image's header
+  (its shape) before any image work, so a label-less click (``null``), a point outside the image or a malformed
+  one is a 400 in milliseconds, not after an automatic pass;
 * **first request** of an image: load, preprocess, the automatic coarse-to-fine pass (:mod:`lib.runtime.fast_path`,
   guidance all zero), restore to the input grid - as ``dints_pancreas`` - then the boundary refiner
   (:mod:`lib.transforms.boundary_refine`, on images of the voxel spacings it was fitted on) decides the surface
   voxels on the image's own grid;
-* **a click** (added or removed since the last answer): one window of the profile's size centred on each changed
-  click, run with the guidance of *all* current clicks, its probabilities blended into the kept ones with a
-  weight that is 1 at the click and falls to 0 at the window's edge (so nothing jumps at the seam); then only the
-  input voxels whose model-grid class changed, or that lie within the guidance's reach of a changed click, are
-  resampled and written into the label. The clicked voxel itself always takes its click's label (a click is
-  never overruled at the spot where it was placed; around it, the network decides), and the refiner decides the
-  surface voxels among those just written. Everything else keeps the previous answer - or the client's own label
-  when it sends one (``label`` upload: edits made by hand elsewhere survive the click). A click taken back
-  re-runs its window without it; taking every click back answers the automatic segmentation again (a fresh
-  first pass).
+* **a click set S**: the cached state of the largest cached subset T of S (the base when none) is the start; one
+  window of the profile's size centred on each click of S \ T, run with the guidance of *all* clicks of S, its
+  probabilities blended into the start's with a weight that is 1 at the click and falls to 0 at the window's edge
+  (so nothing jumps at the seam); then only the input voxels whose model-grid class changed, or that lie within
+  the guidance's reach of an added click, are resampled and written into the label. The clicked voxels
+  themselves always take their click's label (a click is never overruled at the spot where it was placed; around
+  it, the network decides), and the refiner decides the surface voxels among those just written. Everything else
+  keeps the start's answer - or the client's own label when it sends one (``label`` upload: edits made by hand
+  elsewhere survive the click; that label is written into, never cached). S itself cached is answered at once:
+  taking a click back answers exactly what that click set answered before, taking every click back the
+  automatic segmentation.
 
 Clicks arrive in voxel indices of the image as the client loaded it and go through the image's own geometry
 (:func:`lib.clicks.to_model_grid`).
@@ -45,7 +51,8 @@ from lib.errors import InputError
 from lib.infers.served_task import ServedTask
 from lib.preprocessing import ct_preprocessing
 from lib.profiles import Profile
-from lib.runtime.click_cache import ImageState, StateCache, image_key
+from lib.datastore.label_check import read_geometry
+from lib.runtime.click_cache import ClickState, ImageBase, StateCache, click_set, image_key, union_box
 from lib.runtime.fast_path import configure_threads, fast_pass
 from lib.runtime.served_model import ServedModel
 from lib.task import SegmentationTask
@@ -139,41 +146,70 @@ class InteractiveInfer(ServedTask):
         return []  # the label is restored region by region in __call__
 
     # ---- one request -----------------------------------------------------------------------------
-    def __call__(self, request, callbacks=None):
-        start = time.time()
-        configure_threads(self.num_threads)
-        device = "cuda" if str(request.get("device", "cpu")).startswith("cuda") and torch.cuda.is_available() else "cpu"
-        ext = self._extension(request)
-        net = self.served.network(device)  # 503 without weights
+    def check_request(self, request: dict) -> Clicks:
+        """Refuse a bad request before any image work (and, in the app, before waiting for the inference slot):
+        the result extension, and the clicks checked against the image's shape read from its header (the cached
+        base's when there is one). Returns the clicks (input voxel indices)."""
+        self._extension(request)
         path = request.get("image")
         if not isinstance(path, str) or not os.path.exists(path):
             raise InputError("image not found", 404)
+        return parse_clicks(request, self.task.labels, self._input_shape(path))
+
+    def _input_shape(self, path: str) -> tuple[int, ...] | None:
+        """The input grid's shape without reading the voxels: the cached base's, else the file's header (None for
+        a DICOM series folder or an unreadable header: the loader then says what is wrong, and the bounds of the
+        clicks are checked once the image is loaded)."""
+        base = self.cache.base(image_key(path, self.served.checksum()))
+        if base is not None:
+            return base.input_shape
+        if not os.path.isfile(path):
+            return None
+        try:
+            shape = read_geometry(path).shape
+        except Exception:
+            return None
+        return tuple(int(v) for v in shape) if len(shape) == 3 else None
+
+    def __call__(self, request, callbacks=None):
+        start = time.time()
+        clicks_in = self.check_request(request)  # before any image work
+        configure_threads(self.num_threads)
+        device = "cuda" if str(request.get("device", "cpu")).startswith("cuda") and torch.cuda.is_available() else "cpu"
+        ext = self._extension(request)
+        path = request["image"]
+        net = self.served.network(device)  # 503 without weights
+        client = self._client_label(request["label"], path) if request.get("label") else None  # 422 before any work
         key = image_key(path, self.served.checksum())
-        state, cached = self.cache.get(key), True
-        if state is None:
-            state, cached = self._first_pass(path, net, device), False
-        clicks_in = parse_clicks(request, self.task.labels, state.input_shape)
-        if not clicks_in and state.clicks:  # every click taken back: the automatic answer again, exactly
-            state, cached = self._first_pass(path, net, device), False
-        clicks = to_model_grid(clicks_in, state.input_affine, state.model_affine, state.image.shape[1:])
-        base = self._client_label(request["label"], path) if request.get("label") else state.label
-        changed = clicks.pairs() ^ state.clicks.pairs()
-        stats = {"cached": cached, "clicks": clicks_in.count, "changed_clicks": len(changed), "windows": 0}
-        label = base
-        if changed:
-            label, run = self._apply_clicks(state, clicks, sorted(changed), base, net, device, clicks_in)
+        base, cached = self._base(key, path, net, device)
+        clicks_in = parse_clicks(request, self.task.labels, base.input_shape)  # the loaded grid's bounds (a DICOM series)
+        wanted = click_set(clicks_in.pairs())
+        state = self.cache.start(key, wanted) if wanted else None
+        have = state.clicks if state is not None else frozenset()
+        added = sorted(wanted - have)
+        stats = {"cached": cached, "clicks": clicks_in.count, "from_clicks": len(have), "changed_clicks": len(added),
+                 "windows": 0}
+        if not added:  # this very click set is cached (or none was sent): its answer as it was
+            label = client if client is not None else (state.label_on(base) if state is not None else base.label.copy())
+        else:
+            scores = state.scores_on(base) if state is not None else base.scores.clone()
+            own = state.label_on(base) if state is not None else base.label.copy()
+            labels = [own] + ([client] if client is not None else [])
+            run, scores_box, label_box = self._apply_clicks(base, scores, clicks_in, added, labels, net, device)
             stats.update(run)
-        state.clicks, state.label = clicks, label
-        self.cache.put(key, state)
+            if state is not None:  # what differs from the base: what differed before and what this request wrote
+                scores_box, label_box = union_box(state.scores_box, scores_box), union_box(state.label_box, label_box)
+            self.cache.put_state(key, ClickState.of(wanted, scores, scores_box, own, label_box))
+            label = labels[-1]
         stats["seconds"] = round(time.time() - start, 3)
         if not cached:
-            stats["first_pass_seconds"] = round(state.first_seconds, 3)
-            stats["first_pass_refined_voxels"] = state.first_refined
+            stats["first_pass_seconds"] = round(base.first_seconds, 3)
+            stats["first_pass_refined_voxels"] = base.first_refined
         logger.info(f"Interactive inference: {stats}")
         result = {"label_names": dict(self.task.labels), "model": self.model_info(), "inference": stats}
         if not request.get("result_write_to_file", True):
             return label, result
-        out = write_label(label, state.input_affine, ext, dict(self.task.labels))
+        out = write_label(label, base.input_affine, ext, dict(self.task.labels))
         result["voxels"] = {name: int((label == value).sum()) for name, value in self.task.labels.items()}
         return out, result
 
@@ -183,8 +219,21 @@ class InteractiveInfer(ServedTask):
         except ValueError as exc:
             raise InputError(str(exc), 400) from exc
 
-    def _first_pass(self, path: str, net: torch.nn.Module, device: str) -> ImageState:
-        """Load + preprocess + the automatic pass (guidance zero) + restore: the state the clicks start from."""
+    def _base(self, key: tuple, path: str, net: torch.nn.Module, device: str) -> tuple[ImageBase, bool]:
+        """The image's base from the cache, or from its automatic pass (run once for concurrent first requests)."""
+        base = self.cache.base(key)
+        if base is not None:
+            return base, True
+        with self.cache.building(key):
+            base = self.cache.base(key)
+            if base is not None:
+                return base, True
+            base = self._first_pass(path, net, device)
+            self.cache.put_base(key, base)
+            return base, False
+
+    def _first_pass(self, path: str, net: torch.nn.Module, device: str) -> ImageBase:
+        """Load + preprocess + the automatic pass (guidance zero) + restore: the base the clicks start from."""
         t0 = time.time()
         load, *rest = self.pre_transforms()  # LoadCTd first (ct_preprocessing's "checked" loader)
         data = load({"image": path})
@@ -212,9 +261,9 @@ class InteractiveInfer(ServedTask):
         scores[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box.half()
         label = restore_label(box, lo, model_affine, input_affine, data["image_input_shape"])
         refined = self.refiner.refine(hu, label, input_affine) if hu is not None else 0
-        return ImageState(image=image, model_affine=model_affine, input_affine=input_affine,
-                          input_shape=tuple(int(s) for s in data["image_input_shape"]), scores=scores,
-                          clicks=Clicks(), label=label, first_seconds=time.time() - t0, hu=hu, first_refined=refined)
+        return ImageBase(image=image, model_affine=model_affine, input_affine=input_affine,
+                         input_shape=tuple(int(s) for s in data["image_input_shape"]), scores=scores,
+                         label=label, first_seconds=time.time() - t0, hu=hu, first_refined=refined)
 
     def _client_label(self, path: str, image_path: str) -> np.ndarray:
         """The label the client sent (its current segmentation), checked as a submitted label is (422 unless it is
@@ -223,20 +272,24 @@ class InteractiveInfer(ServedTask):
 
         return check_label(path, image_path, dict(self.task.labels)).voxels()
 
-    def _apply_clicks(self, state: ImageState, clicks: Clicks, changed: list, base: np.ndarray, net, device: str,
-                      clicks_in: Clicks):
-        """Re-run one window per changed click, blend, and re-restore only what can have changed (then refine the
-        boundary there, leaving the clicked voxels as clicked)."""
+    def _apply_clicks(self, base: ImageBase, scores: torch.Tensor, clicks_in: Clicks, added: list, labels: list,
+                      net, device: str) -> dict:
+        """Run one window per added click (input-grid ``(class, ijk)`` pairs) with the guidance of all clicks,
+        blend it into ``scores`` (the start state's copy, changed in place), and re-restore into each of
+        ``labels`` (in place) only what can have changed (then refine the boundary there, leaving the clicked
+        voxels as clicked)."""
         t0 = time.time()
         roi = [int(r) for r in self.profile.roi_size]
-        shape = state.image.shape[1:]
+        shape = base.image.shape[1:]
         c = self.task.num_classes
         sigma = sigma_voxels(self.sigma_mm, self.profile.spacing)
-        centres = [p for _, p in changed]
+        clicks = to_model_grid(clicks_in, base.input_affine, base.model_affine, shape)
+        new_points = to_model_grid(Clicks.from_pairs(added), base.input_affine, base.model_affine, shape)
+        centres = [p for _, pts in sorted(new_points.points.items()) for p in pts]
         boxes = [window_at(p, roi, shape) for p in centres]
         inputs = []
         for lo, hi in boxes:
-            img = crop_padded(state.image, lo, hi)
+            img = crop_padded(base.image, lo, hi)
             inputs.append(torch.cat([img, guidance_box(clicks, c, lo, hi, sigma)], 0))
         outs = []
         with torch.no_grad():
@@ -247,13 +300,14 @@ class InteractiveInfer(ServedTask):
         outs = torch.cat(outs)
         t_net = time.time() - t0
         changed_mask = np.zeros(shape, dtype=bool)
+        scores_box = None  # where ``scores`` are written
         reach = np.ceil(3 * sigma).astype(int)  # the click's own neighbourhood is always re-restored
         for (lo, hi), centre, out in zip(boxes, centres, outs):
             hi_c = np.minimum(hi, shape)
             sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi_c))
             valid = tuple(slice(0, int(b - a)) for a, b in zip(lo, hi_c))
             w = click_weight(roi, lo, centre)[valid]
-            old = state.scores[(slice(None), *sl)].float()
+            old = scores[(slice(None), *sl)].float()
             new = w * out[(slice(None), *valid)] + (1.0 - w) * old
             p = np.round(centre).astype(int)
             near = tuple(slice(max(0, int(p[a] - reach[a])), min(int(shape[a]), int(p[a] + reach[a] + 1))) for a in range(3))
@@ -264,48 +318,53 @@ class InteractiveInfer(ServedTask):
                 keep[local] = True
                 new = torch.where(torch.from_numpy(keep)[None], new, old)
                 diff &= keep
-            state.scores[(slice(None), *sl)] = new.half()
+            scores[(slice(None), *sl)] = new.half()
+            scores_box = union_box(scores_box, sl)
             changed_mask[sl] |= diff
             changed_mask[near] = True
         # the clicked voxel itself always takes its click's label (the 8 model voxels its trilinear sample reads)
         for cls, pts in clicks.points.items():
             for p in pts:
                 lo = np.clip(np.floor(p).astype(int), 0, np.asarray(shape) - 1)
-                sl = tuple(slice(int(a), int(a) + 2) for a in lo)
-                state.scores[(slice(None), *sl)] = 0
-                state.scores[(cls, *sl)] = 1
+                sl = tuple(slice(int(a), min(int(a) + 2, int(n))) for a, n in zip(lo, shape))
+                scores[(slice(None), *sl)] = 0
+                scores[(cls, *sl)] = 1
+                scores_box = union_box(scores_box, sl)
                 changed_mask[sl] = True
-        label = base.copy()
-        written = np.zeros(label.shape, dtype=bool) if state.hu is not None else None  # only where the refiner works
-        voxels = self._restore_changed(state, changed_mask, label, written)
+        written = np.zeros(base.input_shape, dtype=bool) if base.hu is not None else None  # only where the refiner works
+        voxels, label_box = self._restore_changed(base, scores, changed_mask, labels, written)
         stats = {"windows": len(boxes), "network_seconds": round(t_net, 3), "restored_voxels": voxels}
         if written is not None and voxels:
-            clicked = np.zeros(label.shape, dtype=bool)
+            clicked = np.zeros(base.input_shape, dtype=bool)
             for pts in clicks_in.points.values():
                 for p in pts:
                     clicked[tuple(int(v) for v in p)] = True
-            stats["refined_voxels"] = self.refiner.refine(state.hu, label, state.input_affine, editable=written, keep=clicked)
-        return label, stats
+            for label in labels:  # the answer's own refinement is the one reported
+                stats["refined_voxels"] = self.refiner.refine(base.hu, label, base.input_affine, editable=written,
+                                                              keep=clicked)  # only among the voxels just written
+        return stats, scores_box, label_box
 
-    def _restore_changed(self, state: ImageState, changed: np.ndarray, label: np.ndarray,
-                         written: np.ndarray | None = None) -> int:
-        """Write into ``label`` (input grid) the new class of every input voxel whose nearest model voxel changed
-        (and mark them in ``written`` when given)."""
+    def _restore_changed(self, base: ImageBase, scores: torch.Tensor, changed: np.ndarray, labels: list,
+                         written: np.ndarray | None = None) -> tuple[int, tuple | None]:
+        """Write into each of ``labels`` (input grid) the new class (from ``scores``) of every input voxel whose
+        nearest model voxel changed (and mark them in ``written`` when given); the voxels written and a box around
+        them (None: none)."""
         box = bounding_slices(changed, margin=1)
         if box is None:
-            return 0
+            return 0, None
+        label_box = None
         grown = ndimage.binary_dilation(changed[box], structure=np.ones((3, 3, 3), bool))
         comps, _ = ndimage.label(grown)
-        to_input = np.linalg.inv(state.input_affine) @ state.model_affine  # model index -> input index
-        to_model = np.linalg.inv(state.model_affine) @ state.input_affine
-        shape_in = np.asarray(state.input_shape)
+        to_input = np.linalg.inv(base.input_affine) @ base.model_affine  # model index -> input index
+        to_model = np.linalg.inv(base.model_affine) @ base.input_affine
+        shape_in = np.asarray(base.input_shape)
         mask_full = np.zeros(changed.shape, dtype=bool)
         mask_full[box] = grown
         done = 0
         for sl in ndimage.find_objects(comps):
             lo_m = np.array([b.start + s.start for b, s in zip(box, sl)], dtype=np.float64)
             hi_m = np.array([b.start + s.stop for b, s in zip(box, sl)], dtype=np.float64)
-            found = input_box(lo_m, hi_m, to_input, shape_in, state.input_affine)
+            found = input_box(lo_m, hi_m, to_input, shape_in, base.input_affine)
             if found is None:
                 continue
             lo, hi, sub_affine = found
@@ -314,8 +373,8 @@ class InteractiveInfer(ServedTask):
             s_hi = np.minimum(hi_m.astype(int) + 2, changed.shape)
             shift = np.eye(4)
             shift[:3, 3] = s_lo
-            scores = state.scores[:, s_lo[0]:s_hi[0], s_lo[1]:s_hi[1], s_lo[2]:s_hi[2]]
-            new = resample_argmax(scores, state.model_affine @ shift, sub_affine, tuple(int(v) for v in hi - lo))
+            sub = scores[:, s_lo[0]:s_hi[0], s_lo[1]:s_hi[1], s_lo[2]:s_hi[2]]
+            new = resample_argmax(sub, base.model_affine @ shift, sub_affine, tuple(int(v) for v in hi - lo))
             # which of these input voxels fall (nearest) on a changed model voxel
             ii, jj, kk = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij")
             pts = np.stack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)])
@@ -323,9 +382,12 @@ class InteractiveInfer(ServedTask):
             for a in range(3):
                 np.clip(m[a], 0, changed.shape[a] - 1, out=m[a])
             hit = mask_full[m[0], m[1], m[2]].reshape(ii.shape)
-            region = label[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-            region[hit] = new[hit]
+            values = new[hit]
+            region = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            for label in labels:
+                label[region][hit] = values
             if written is not None:
-                written[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= hit
+                written[region] |= hit
+            label_box = union_box(label_box, region)
             done += int(hit.sum())
-        return done
+        return done, label_box
