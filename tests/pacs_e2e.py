@@ -8,8 +8,11 @@ Steps (each timed, written to ``DIR/result.json``; a failed step stops the run a
 Orthanc from the project's configuration, the sample phantoms written as DICOM series and the real DICOM series
 (``../shared``, when present) loaded into it; the app against its DICOMweb URL; headless Chromium opening OHIF's
 MONAI Label mode for a series, connecting the panel and running the segmentation (labelmap checked in the page,
-screenshots saved); then through ``MONAILabelClient``: infer on a series, submit two labels (DICOM SEGs appear
-in Orthanc), Next Sample never hands out a labelled series, train one epoch (a new model checksum in ``/info``).
+screenshots saved); then OHIF's study search through the app's DICOMweb proxy (a QIDO filter answers only the
+matching study) and through ``MONAILabelClient``: infer on a series, submit two labels (DICOM SEGs appear in
+Orthanc), Next Sample never hands out a labelled series, train one epoch (a new model checksum in ``/info``), a
+series added to the PACS is seen; last an OHIF-style labelmap with ``label_info`` (a SEG with the right segments)
+and a SEG that cannot be a label (422, nothing stored).
 """
 
 from __future__ import annotations
@@ -175,7 +178,7 @@ def seg_series(orthanc_url: str) -> dict:
 def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: Path) -> dict:
     from lib.datastore.seg_label import resample_nearest
 
-    res = {}
+    res = {"proxy": run.step("proxy: a QIDO filter reaches the PACS", proxy_qido, server, orthanc_url)}
     target = loaded.get("real_ct", loaded["phantom_001"])
 
     def infer():
@@ -272,7 +275,101 @@ def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: P
                 "report": {"seen_after_seconds": round(seen_after, 2)}}
 
     res["new_series"] = run.step("a series added to the PACS appears in /datastore", new_series_seen)
+    res["ohif_label"] = run.step("OHIF-style labelmap with label_info -> a SEG with the right segments",
+                                 ohif_labelmap, server, orthanc_url, loaded["phantom_000"], tmp)
+    res["refused_seg"] = run.step("a SEG that cannot be a label is refused, nothing stored",
+                                  unusable_seg, server, orthanc_url, loaded["phantom_000"], tmp)
     return res
+
+
+def proxy_qido(server, orthanc_url: str) -> dict:
+    """OHIF's study list searches through the app's DICOMweb proxy: the filter must reach Orthanc."""
+    def studies(base: str, **query):
+        r = requests.get(f"{base}/studies", params=query, headers={"Accept": "application/dicom+json"}, timeout=30)
+        r.raise_for_status()
+        return r, [d["0020000D"]["Value"][0] for d in (r.json() if r.content else [])]
+
+    proxy = f"{server.url}/proxy/dicom/qido"
+    _, direct = studies(f"{orthanc_url}/dicom-web", PatientID="phantom_000")
+    r, every = studies(proxy)
+    _, filtered = studies(proxy, PatientID="phantom_000")
+    _, limited = studies(proxy, limit="1")
+    _, nobody = studies(proxy, PatientID="no_such_patient")
+    assert len(direct) == 1, f"Orthanc holds {len(direct)} studies of phantom_000"
+    return {"all_studies": len(every), "filtered": filtered, "expected": direct[0], "limited": len(limited),
+            "unknown_patient": len(nobody), "content_type": r.headers.get("content-type", ""),
+            "report": {"all": len(every), "filtered": len(filtered), "limit_1": len(limited)}}
+
+
+def orthanc_seg(orthanc_url: str, seg_uid: str, tmp: Path) -> Path:
+    """The SEG instance of a series in Orthanc, as a file."""
+    from dicomweb_client import DICOMwebClient
+
+    dw = DICOMwebClient(f"{orthanc_url}/dicom-web")
+    study = dw.search_for_series(search_filters={"SeriesInstanceUID": seg_uid})[0]["0020000D"]["Value"][0]
+    instances = dw.retrieve_series(study, seg_uid)
+    assert len(instances) == 1, f"SEG series {seg_uid} holds {len(instances)} instances"
+    path = tmp / f"seg_{seg_uid[-12:]}.dcm"
+    instances[0].save_as(path)
+    return path
+
+
+def ohif_labelmap(server, orthanc_url: str, uid: str, tmp: Path) -> dict:
+    """A label as OHIF's panel sends it: raw bytes in the series' voxel order holding OHIF's segment indices (the
+    tumour drawn first: 1 tumour, 2 pancreas) and ``label_info`` naming them. The SEG stored in Orthanc must hold
+    the drawn pancreas as pancreas and the drawn tumour as tumour."""
+    import pydicom
+
+    from lib.datastore.seg_label import seg_on_image
+
+    image = cached_image(server, uid, tmp)
+    drawn = np.zeros(image.shape, np.uint8)  # in the task's values: what the SEG must hold
+    c = np.array(image.shape) // 2
+    drawn[c[0] - 12:c[0] + 12, c[1] - 10:c[1] + 10, max(0, c[2] - 3):c[2] + 3] = 1
+    drawn[c[0] - 4:c[0] + 4, c[1] - 3:c[1] + 3, max(0, c[2] - 1):c[2] + 1] = 2
+    ohif = np.zeros_like(drawn)
+    ohif[drawn == 2], ohif[drawn == 1] = 1, 2
+    raw = tmp / "ohif_label.bin"
+    raw.write_bytes(ohif.tobytes(order="F"))
+    label_info = [{"name": "tumor", "idx": 1, "color": [255, 0, 0]}, {"name": "pancreas", "idx": 2, "color": [0, 255, 0]}]
+    before = set(seg_series(orthanc_url))
+    with open(raw, "rb") as f:
+        r = requests.put(f"{server.url}/datastore/label", params={"image": uid, "tag": "final"},
+                         data={"params": json.dumps({"label_info": label_info})},
+                         files={"label": ("label.bin", f, "application/octet-stream")}, timeout=300)
+    assert r.status_code == 200, f"{r.status_code} {r.text}"
+    new = {seg: ref for seg, ref in seg_series(orthanc_url).items() if seg not in before}
+    assert list(new.values()) == [uid], f"new SEGs in Orthanc: {new}"
+    seg_file = orthanc_seg(orthanc_url, next(iter(new)), tmp)
+    segments = [str(s.SegmentLabel) for s in pydicom.dcmread(str(seg_file)).SegmentSequence]
+    image_file = tmp / f"{uid}.nii.gz"  # written by cached_image
+    back = seg_on_image(seg_file, image_file, {"pancreas": 1, "tumor": 2}).data
+    same = bool(np.array_equal(back, drawn))
+    return {"status": r.status_code, "segments": segments, "same_as_drawn": same,
+            "report": {"segments": segments, "same_as_drawn": same,
+                       "voxels": {str(v): int((back == v).sum()) for v in (1, 2)}}}
+
+
+def unusable_seg(server, orthanc_url: str, uid: str, tmp: Path) -> dict:
+    """A DICOM SEG whose only segment is no label of the task ("liver"), submitted as the series' label: a 422 that
+    says why, and no new SEG in Orthanc."""
+    from monailabel.datastore.utils.convert import nifti_to_dicom_seg
+
+    image = cached_image(server, uid, tmp)
+    label = np.zeros(image.shape, np.uint8)
+    c = np.array(image.shape) // 2
+    label[c[0] - 10:c[0] + 10, c[1] - 10:c[1] + 10, max(0, c[2] - 2):c[2] + 2] = 1
+    label_file = tmp / "liver.nii.gz"
+    nib.save(nib.Nifti1Image(label, image.affine), label_file)
+    seg = nifti_to_dicom_seg(str(tmp / "phantom_000"), str(label_file), [{"name": "liver"}], use_itk=True)
+    before = set(seg_series(orthanc_url))
+    with open(seg, "rb") as f:
+        r = requests.put(f"{server.url}/datastore/label", params={"image": uid, "tag": "final"},
+                         files={"label": ("label.dcm", f, "application/dicom")}, timeout=120)
+    after = set(seg_series(orthanc_url))
+    detail = r.json().get("detail", "") if r.headers.get("content-type", "").startswith("application/json") else r.text
+    return {"status": r.status_code, "detail": detail, "segs_before": len(before), "segs_after": len(after),
+            "report": {"status": r.status_code, "detail": detail[:160], "new_segs": len(after - before)}}
 
 
 def main(argv=None) -> int:

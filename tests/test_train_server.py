@@ -2,7 +2,9 @@
 sizes: POST /train/dints_search, then POST /train/dints_pancreas trains the searched architecture and the
 next /infer uses the new weights; a label submitted with save_label starts a training run by itself
 (``auto_train_after 1``) whose datalist holds it while the validation split stays; a second request while
-one runs is refused; DELETE /train leaves the last good model in place."""
+one runs is refused; DELETE /train leaves the last good model in place. ``POST /train/`` (OHIF's *Update
+Model*) trains the served models only, never the architecture search; a train request whose data cannot train
+(one labelled image) is a 409 that says why, and starts nothing."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 import requests
 
 from conftest import copy_model_dir
+from clients.ohif import OHIFPanel
 from server import Server, wait_train
 from test_train import TINY_SEARCH, TINY_TRAIN, blob_label, make_studies
 
@@ -51,6 +54,47 @@ def test_trainers_listed_with_documented_defaults(client):
     search_cfg = info["trainers"]["dints_search"]["config"]
     assert search_cfg["ram_cost_factor"] == 0.8 and search_cfg["num_blocks"] == 12 and search_cfg["lr_arch"] == 0.001
     assert info["trainers"]["dints_pancreas"]["config"]["lr"] == 0.025
+
+
+def train_tasks(server) -> list[dict]:
+    r = requests.get(f"{server.url}/train/", params={"all": True}, timeout=30)
+    if r.status_code == 404:  # MONAI Label: "No Train Tasks Found"
+        return []
+    tasks = r.json()
+    return tasks if isinstance(tasks, list) else [tasks]
+
+
+def test_update_model_trains_the_served_models_only(server, client):
+    """OHIF's *Update Model*: ``POST /train/`` with no model. MONAI Label queued every trainer, the 1430-epoch
+    architecture search included (tiny values here for every trainer, so a regression ends quickly too)."""
+    info = client.info()
+    served = {m for m in info["trainers"] if m in info["models"]}
+    assert served == {"dints_pancreas", "deepedit_pancreas"} and "dints_search" in info["trainers"]
+    known = {t["id"] for t in train_tasks(server)}
+    params = {"dints_pancreas": dict(TINY_TRAIN, epochs=1),
+              "deepedit_pancreas": dict(TINY_TRAIN, epochs=1, initial_clicks=1, click_rounds=0),
+              "dints_search": dict(TINY_SEARCH)}
+    panel = OHIFPanel(server.url, shape=(1, 1, 1))  # the stock OHIF v3 panel's own request (tests/clients/ohif.py)
+    panel.connect()
+    panel.options = {"train": params}  # its options dialog's train section
+    r = panel.update_model()
+    try:
+        assert r.status_code == 200, r.text
+        assert set(r.json()) == served
+        started = [t for t in train_tasks(server) if t["id"] not in known]
+        assert sorted(t["request"]["model"] for t in started) == sorted(served)
+        for task in started:
+            done = wait_train(server, task["id"])
+            assert done["status"] == "DONE", server.log()[-4000:]
+        assert {t["request"]["model"] for t in train_tasks(server) if t["id"] not in known} == served
+        stats = client.info()["train_stats"]
+        assert all(stats[m].get("status") == "DONE" for m in served), {m: stats[m].get("status") for m in served}
+        assert not stats.get("dints_search", {}).get("start_ts"), "the architecture search ran"
+    finally:  # whatever was queued: stopped, so that a failure here does not run into the next tests
+        deadline = time.time() + 60
+        while time.time() < deadline and any(t["status"] in ("SUBMITTED", "RUNNING") for t in train_tasks(server)):
+            requests.delete(f"{server.url}/train/", timeout=30)
+            time.sleep(1.0)
 
 
 def test_search_then_train_then_infer_uses_new_weights(server, client):
@@ -127,3 +171,41 @@ def test_second_request_refused_and_delete_keeps_last_good_model(server, client)
     load_network(trained, None, 0.25, 3)
     assert train_stats(client, "dints_pancreas")["status"] == "STOPPED"
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
+
+
+def test_data_that_cannot_train_is_refused_before_a_run_starts(tmp_path):
+    """One labelled image: no train/validation split. Every train request says so (409, the reason in ``detail``)
+    and starts no task, instead of a task that fails in the log."""
+    studies = make_studies(tmp_path / "studies", count=2, labelled=1)
+    srv = Server(studies, conf={"model_dir": str(copy_model_dir(tmp_path / "model"))}).start()
+    try:
+        for path in ("/train/dints_pancreas", "/train/deepedit_pancreas", "/train/dints_search", "/train/"):
+            body = {"dints_pancreas": dict(TINY_TRAIN)} if path == "/train/" else dict(TINY_TRAIN)
+            r = requests.post(f"{srv.url}{path}", json=body, timeout=120)
+            assert r.status_code == 409, f"{path}: {r.status_code} {r.text}"
+            detail = r.json()["detail"]
+            assert "at least 2 images with a usable final label" in detail and "found 1 (case_000)" in detail, detail
+        time.sleep(1.0)
+        assert train_tasks(srv) == [], "a train task was started"
+    finally:
+        srv.stop()
+
+
+def test_the_search_is_refused_when_the_split_leaves_it_one_training_image(tmp_path):
+    """The search trains weights and architecture on two halves of the training side: two labelled images (one of
+    them held out) are enough for training the model, not for the search; val_ids holding every image leaves
+    nothing to train on."""
+    from test_train import _datastore, _tasks
+
+    studies = make_studies(tmp_path / "studies", count=3, labelled=2)
+    _, search, train = _tasks(copy_model_dir(tmp_path / "model"))
+    ds = _datastore(studies)
+    assert train.data_problem({}, ds) is None
+    problem = search.data_problem({}, ds)
+    assert problem and "leaves 1 of the 2 labelled images for training" in problem, problem
+    problem = train.data_problem({"val_ids": "case_000,case_001"}, ds)
+    assert problem and "leaves 0 of the 2" in problem, problem
+    assert "no_such" in train.data_problem({"val_ids": "no_such_image"}, ds)
+    assert not (Path(train.split_path)).exists(), "checking a request wrote the split"
+    make_studies(tmp_path / "studies", count=3, labelled=3)
+    assert search.data_problem({"val_split": 0.2}, _datastore(studies)) is None

@@ -16,6 +16,7 @@ from typing import Any
 
 from monailabel.interfaces.tasks.train import TrainTask
 
+from lib.datastore.names import name_problem
 from lib.params import Param, config_defaults, parse_request
 from lib.profiles import NETWORK_TITLES, Profile
 from lib.task import SegmentationTask
@@ -60,7 +61,8 @@ SEARCH_PARAMS: tuple[Param, ...] = (
     Param("val_roi_size", (96, 96, 96), "int3", "sliding-window size of validation"),
     Param("sw_batch_size", 2, "int", "sliding-window batch of validation"),
     Param("sw_overlap", 0.625, "float", "sliding-window overlap of validation"),
-    Param("output", "", "str", "architecture file to write (default `<model dir>/dints_<task>_<profile>_arch_searched.pth`)"),
+    Param("output", "", "str", "name of the architecture file to write in the model folder (a file name, not a path; "
+          "default `dints_<task>_<profile>_arch_searched.pth`)"),
 ) + COMMON_PARAMS
 
 TRAIN_PARAMS: tuple[Param, ...] = (
@@ -75,7 +77,8 @@ TRAIN_PARAMS: tuple[Param, ...] = (
           "the bundle's multi_gpu_train.yaml does (each process sees 1/N of the images per epoch)"),
     Param("weight_decay", 4e-5, "float", "SGD weight decay"),
     Param("finetune", True, "bool", "start from the current weights when they have the same architecture"),
-    Param("arch", "auto", "str", "DiNTS: `auto` (the searched architecture if present, else the profile's), `searched`, `shipped`, or a file path"),
+    Param("arch", "auto", "str", "DiNTS: `auto` (the searched architecture if present, else the profile's), `searched`, "
+          "`shipped`, or the name of an architecture file in the model folder (a file name, not a path)"),
     Param("publish_policy", "improve", "str", "`improve`: publish the best epoch only if it beats the current model on the validation images; "
           "`best`: publish the best epoch of this run; `always`: publish every validated epoch"),
     Param("val_roi_size", (0, 0, 0), "int3", "sliding-window size of validation (0: the profile's window)"),
@@ -95,9 +98,28 @@ INTERACTIVE_PARAMS: tuple[Param, ...] = (
 )
 
 
+ARCH_CHOICES = ("", "auto", "searched", "shipped")
+ARCH_SUFFIXES = (".pth", ".pt")
+
+
+def model_folder_file(model_dir: str, name: str, what: str) -> str:
+    """``model_dir/name`` for a request parameter that names a file of the model folder; ValueError for anything
+    that is not a plain file name there (a path, ``..``, another suffix): a request never names a server path."""
+    problem = name_problem(name) if isinstance(name, str) else "is not a string"
+    if problem or not name.endswith(ARCH_SUFFIXES):
+        raise ValueError(f"{what} must be a file name in the model folder ending in {' or '.join(ARCH_SUFFIXES)} "
+                         f"(not a path): {str(name)[:60]!r}" + (f" {problem}" if problem else ""))
+    return os.path.join(model_dir, name)
+
+
 class _SegmentationTrainBase(TrainTask):
     task_name = ""
     params: tuple[Param, ...] = ()
+    # what a run needs (checked by the run itself, and by a train request before it starts one: data_problem)
+    min_images = 2  # images with a usable final label (the run refuses fewer)
+    min_training = 1  # of them on the training side of the train/validation split
+    needs = "one to train on and one held out for validation"
+    check_limit = 8  # a request checks this many labels at most (every one when there are fewer)
 
     def __init__(self, model_dir: str, task: SegmentationTask, profile: Profile, description: str):
         super().__init__(description)
@@ -114,8 +136,45 @@ class _SegmentationTrainBase(TrainTask):
     def config(self) -> dict:
         return config_defaults(self.params)
 
+    def check_files(self, cfg: dict) -> None:
+        """The request's file parameters name files of the model folder only (ValueError otherwise)."""
+        if cfg.get("output"):
+            model_folder_file(self.model_dir, cfg["output"], "output")
+        if cfg.get("arch", "auto") not in ARCH_CHOICES:
+            model_folder_file(self.model_dir, cfg["arch"], "arch")
+
     def stats(self) -> dict:
         return read_stats(self.stats_path)
+
+    def data_problem(self, request: dict, datastore) -> str | None:
+        """Why a run of ``request`` could not train on the datastore's labels, or None when it can: the run's own
+        rules (usable final labels, the persisted train/validation split, not written here), found before it starts.
+
+        Up to :attr:`check_limit` labels are checked (read against their image) as the run checks them; where there
+        are more, there are enough, and the split is drawn over every labelled image."""
+        cfg = parse_request(self.params, request)
+        items, skipped = labelled_datalist(datastore, dict(self.task.labels), limit=self.check_limit)
+        head = f"{self.task_name} cannot train:"
+        if len(items) < self.min_images:
+            found = f"found {len(items)}" + (f" ({', '.join(d['id'] for d in items)})" if items else "")
+            reasons = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:5]) + ("; ..." if len(skipped) > 5 else "")
+            return (f"{head} it needs at least {self.min_images} images with a usable final label ({self.needs}), {found}"
+                    + (f"; {len(skipped)} label(s) cannot be used: {reasons}" if skipped else "")
+                    + ". Label more images, then train again")
+        ids = [d["id"] for d in items]
+        if len(items) >= self.check_limit:
+            ids = sorted(set(ids) | set(datastore.get_labeled_images()))
+        val_ids = [v.strip() for v in cfg["val_ids"].split(",") if v.strip()]
+        try:
+            train, val, _ = stable_split(ids, self.split_path, cfg["val_split"], val_ids or None, cfg["reset_split"],
+                                         write=False)
+        except ValueError as exc:
+            return f"{head} {exc}"
+        if len(train) < self.min_training:
+            return (f"{head} the train/validation split leaves {len(train)} of the {len(ids)} labelled images for training "
+                    f"({len(val)} for validation: {', '.join(val)}) and it needs at least {self.min_training} "
+                    f"({self.needs}). Label more images, or change val_ids / val_split")
+        return None
 
     def _base_cfg(self, request: dict, datastore) -> tuple[dict, list[dict], list[dict]]:
         cfg = parse_request(self.params, request)
@@ -159,6 +218,9 @@ class DiNTSSearchTask(_SegmentationTrainBase):
 
     task_name = "dints_search"
     params = SEARCH_PARAMS
+    min_training = 2
+    needs = "the search trains its weights and its architecture on two separate halves of the training images, " \
+            "and holds one image out for validation"
 
     def __init__(self, model_dir: str, task: SegmentationTask, profile: Profile, default_output: str):
         super().__init__(model_dir, task, profile, f"DiNTS architecture search (TopologySearch supernet) on the final "
@@ -177,8 +239,7 @@ class DiNTSSearchTask(_SegmentationTrainBase):
         items_w, items_a = halves_by_hash(train)
         if not items_w or not items_a:
             raise ValueError(f"the search needs at least 2 training images (one per half), found {len(train)}")
-        out = cfg["output"] or self.default_output()
-        out = out if os.path.isabs(out) else os.path.join(self.model_dir, out)
+        out = model_folder_file(self.model_dir, cfg["output"], "output") if cfg["output"] else self.default_output()
         cfg.update({"items_w": items_w, "items_a": items_a, "items_val": val, "out_file": out,
                     "search_params": {p.name: cfg[p.name] for p in SEARCH_PARAMS}})
         cfg["stats_base"] = dict(self._stats_base(cfg, train, val), weights_ids=[d["id"] for d in items_w],
@@ -218,9 +279,9 @@ class SegmentationTrainTask(_SegmentationTrainBase):
             return self.searched_arch_file
         if choice == "shipped":
             return self.arch_file
-        path = choice if os.path.isabs(choice) else os.path.join(self.model_dir, choice)
+        path = model_folder_file(self.model_dir, choice, "arch")
         if not os.path.exists(path):
-            raise ValueError(f"architecture file not found: {path}")
+            raise ValueError(f"no architecture file {choice} in the model folder")
         return path
 
     def __call__(self, request: dict, datastore) -> dict[str, Any]:
