@@ -3,6 +3,7 @@
 
     python benchmarks/soak.py                       # 4 clients x 100 requests on a copy of sample-datastore
     python benchmarks/soak.py --clients 4 --requests 50 --infer_every 25
+    python benchmarks/soak.py --auth                # the same with authentication on (a token file)
 
 Loopback only (the server is started here on a free 127.0.0.1 port and stopped at the end). Each client
 draws, with a fixed seed, from: good label submits (Slicer's call), bad labels (value 7, wrong shape,
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=100, help="requests per client")
     p.add_argument("--infer_every", type=int, default=20, help="one inference in this many requests (0: none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--auth", action="store_true", help="authentication on (a token file); every request sends the token")
     p.add_argument("--max_seconds", type=float, default=1200, help="stop sending after this long")
     args = p.parse_args(argv)
 
@@ -89,7 +91,15 @@ def main(argv=None) -> int:
         model = copy_model_dir(tmp / "model")
         images = ["phantom_006", "phantom_007", "phantom_008", "phantom_009"]
         good, bad = make_labels(studies, tmp, images)
-        srv = Server(studies, conf={"model_dir": str(model)}, env={"MONAI_LABEL_SESSION_PATH": str(tmp / "sessions")}).start()
+        conf = {"model_dir": str(model)}
+        H: dict[str, str] = {}
+        if args.auth:  # a reviewer's token from a token file (restores need the reviewer role)
+            from lib.server.token_file import add
+
+            conf["auth_tokens"] = str(tmp / "tokens")
+            H["Authorization"] = f"Bearer {add(conf['auth_tokens'], 'soak', 'reviewer')}"
+        print(f"authentication: {'on (token file, reviewer role)' if args.auth else 'off'}")
+        srv = Server(studies, conf=conf, env={"MONAI_LABEL_SESSION_PATH": str(tmp / "sessions")}).start()
         proc = psutil.Process(srv.proc.pid)
         rss_before = proc.memory_info().rss
         u = srv.url
@@ -103,14 +113,15 @@ def main(argv=None) -> int:
         def one(rng: random.Random, i: int) -> tuple[str, "requests.Response"]:
             image = rng.choice(images)
             if args.infer_every and i % args.infer_every == args.infer_every - 1:
-                return "infer", requests.post(f"{u}/infer/dints_pancreas", params={"image": image, "output": "json"}, timeout=600)
+                return "infer", requests.post(f"{u}/infer/dints_pancreas", params={"image": image, "output": "json"}, headers=H, timeout=600)
             kind = rng.choice(["good_label", "good_label", "bad_label", "bad_id", "bad_param", "info", "datastore",
                                "download", "versions", "restore"])
             if kind == "good_label":
                 path = rng.choice(good[image])
                 with open(path, "rb") as f:
                     r = requests.put(f"{u}/datastore/label", params={"image": image, "tag": "final"},
-                                     files={"label": f}, data={"params": json.dumps({"client_id": f"c{i}"})}, timeout=60)
+                                     files={"label": f}, data={"params": json.dumps({"client_id": f"c{i}"})}, headers=H,
+                                     timeout=60)
                 if r.status_code == 200:
                     with lock:
                         accepted.append((image, hashlib.sha256(path.read_bytes()).hexdigest()))
@@ -118,27 +129,27 @@ def main(argv=None) -> int:
             if kind == "bad_label":
                 path = bad[rng.choice(sorted(bad))]
                 with open(path, "rb") as f:
-                    return kind, requests.put(f"{u}/datastore/label", params={"image": images[0]}, files={"label": f}, timeout=60)
+                    return kind, requests.put(f"{u}/datastore/label", params={"image": images[0]}, files={"label": f}, headers=H, timeout=60)
             if kind == "bad_id":
                 target = rng.choice(["/datastore/label", "/datastore/image", "/infer/dints_pancreas"])
                 key = "label" if target == "/datastore/label" else "image"
                 method = "POST" if target.startswith("/infer") else "GET"
-                return kind, requests.request(method, u + target, params={key: rng.choice(HOSTILE_IDS), "tag": "final"}, timeout=60)
+                return kind, requests.request(method, u + target, params={key: rng.choice(HOSTILE_IDS), "tag": "final"}, headers=H, timeout=60)
             if kind == "bad_param":
                 params = rng.choice([{"sw_overlap": 0.99}, {"sw_batch_size": 0}, {"sw_batch_size": "x"}, {"backend": "?"}])
-                return kind, requests.post(f"{u}/infer/dints_pancreas", params={"image": image}, data={"params": json.dumps(params)}, timeout=60)
+                return kind, requests.post(f"{u}/infer/dints_pancreas", params={"image": image}, data={"params": json.dumps(params)}, headers=H, timeout=60)
             if kind == "info":
-                return kind, requests.get(f"{u}/info/", timeout=60)
+                return kind, requests.get(f"{u}/info/", headers=H, timeout=60)
             if kind == "datastore":
-                return kind, requests.get(f"{u}/datastore/", params={"output": "all"}, timeout=60)
+                return kind, requests.get(f"{u}/datastore/", params={"output": "all"}, headers=H, timeout=60)
             if kind == "download":
-                return kind, requests.get(f"{u}/datastore/label", params={"label": image, "tag": "final"}, timeout=60)
+                return kind, requests.get(f"{u}/datastore/label", params={"label": image, "tag": "final"}, headers=H, timeout=60)
             if kind == "versions":
-                return kind, requests.get(f"{u}/datastore/label/versions", params={"image": image}, timeout=60)
-            versions = requests.get(f"{u}/datastore/label/versions", params={"image": image}, timeout=60).json()
+                return kind, requests.get(f"{u}/datastore/label/versions", params={"image": image}, headers=H, timeout=60)
+            versions = requests.get(f"{u}/datastore/label/versions", params={"image": image}, headers=H, timeout=60).json()
             revs = [v["rev"] for v in versions.get("versions", []) if not v.get("deleted")]
             return kind, requests.post(f"{u}/datastore/label/restore",
-                                       params={"image": image, "rev": rng.choice(revs) if revs else 1}, timeout=60)
+                                       params={"image": image, "rev": rng.choice(revs) if revs else 1}, headers=H, timeout=60)
 
         def client(k: int):
             rng = random.Random(args.seed * 1000 + k)
@@ -178,12 +189,12 @@ def main(argv=None) -> int:
         # labels lost: every accepted submit must be a version with exactly its bytes
         lost = 0
         for image in images:
-            listing = requests.get(f"{u}/datastore/label/versions", params={"image": image}, timeout=60).json()
+            listing = requests.get(f"{u}/datastore/label/versions", params={"image": image}, headers=H, timeout=60).json()
             stored = collections.Counter(v.get("sha256") for v in listing["versions"] if not v.get("deleted")
                                          and not str(v.get("source", "")).startswith("restore"))
             wanted = collections.Counter(s for im, s in accepted if im == image)
             lost += sum(max(0, n - stored[s]) for s, n in wanted.items())
-        alive = requests.get(f"{u}/info/", timeout=60).status_code == 200
+        alive = requests.get(f"{u}/info/", headers=H, timeout=60).status_code == 200
         srv.stop()
         total = sum(counts.values())
         print(f"{total} requests in {wall:.0f} s; answers by status: {dict(sorted(counts.items(), key=str))}")

@@ -57,7 +57,7 @@ class Server:
         # run from an unrelated working directory: the app must not depend on it
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.workdir),
                                      env=env, start_new_session=True)
-        wait_until_serving(self.proc, f"{self.url}/info/", timeout, "server", details=lambda: "\n" + self.log()[-4000:],
+        wait_until_serving(self.proc, f"{self.url}/auth/", timeout, "server", details=lambda: "\n" + self.log()[-4000:],
                            stop=self.stop)
         return self
 

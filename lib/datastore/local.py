@@ -34,6 +34,9 @@ from lib.errors import InputError
 logger = logging.getLogger(__name__)
 
 
+DELETED_DIR = ".deleted"  # removed images, kept for recovery
+
+
 class AnnotationDatastore(LocalDatastore):
     def __init__(self, datastore_path: str, labels: dict[str, int], repair: bool = True, **kwargs):
         """``repair``: finish half-done saves at start (the web server; not its training/scoring child
@@ -120,13 +123,23 @@ class AnnotationDatastore(LocalDatastore):
         logger.info(f"Added image {image_id} ({name})")
         return image_id
 
-    def remove_image(self, image_id: str) -> None:
-        """Remove the image and its current labels; the labels' histories stay (the label can be restored)."""
-        self.image_path(image_id)
+    def remove_image(self, image_id: str, user: str | None = None) -> str:
+        """Take the image out of the datastore without destroying anything: the file moves to
+        ``<studies>/.deleted/<id>.<time><ext>`` (put it back to restore it), the current labels are removed and their
+        histories stay (the labels can be restored). Returns where the image went."""
+        path = self.image_path(image_id)
+        ext = file_extension(path)
+        trash = os.path.join(self.studies_dir, DELETED_DIR)
         with self._mutex:
             for tag in list(self._datastore.objects[image_id].labels):
-                self.remove_label(image_id, tag)
+                self.remove_label(image_id, tag, user=user)
+            os.makedirs(trash, exist_ok=True)
+            kept = os.path.join(trash, f"{image_id}.{time.strftime('%Y%m%d-%H%M%S')}{ext}")
+            os.replace(path, kept)
             super().remove_image(image_id)
+            self.refresh()  # gone from every listing now, not when the file watcher notices
+        logger.info(f"Image {image_id} removed by {user or 'unknown'}; kept as {kept}")
+        return kept
 
     # ---- labels ------------------------------------------------------------------------------------
     def _sync_current(self, image_id: str, tag: str) -> dict | None:

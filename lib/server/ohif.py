@@ -12,10 +12,8 @@ from __future__ import annotations
 import mimetypes
 import os
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
-from monailabel.config import settings
-from monailabel.endpoints.user.auth import RBAC, User
 
 from lib.datastore.names import inside
 
@@ -53,6 +51,8 @@ def media_type(path: str) -> str:
 
 
 @router.get("/{path:path}")
-def get_ohif(path: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+def get_ohif(path: str):
+    """The viewer's static files are public (a browser sends no token for them); every data route it calls is not
+    (:mod:`lib.server.access`)."""
     file = ohif_file(path)
     return FileResponse(file, media_type=media_type(file))

@@ -14,21 +14,19 @@ import functools
 import json
 import logging
 import os
-import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Header, HTTPException, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
-from monailabel.interfaces.exception import MONAILabelException
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import get_mime_type
 
 from lib.datastore.label_check import check_volume_file
 from lib.datastore.local import image_uri
 from lib.datastore.names import check_inside, check_name
-from lib.errors import InputError
+from lib.errors import InputError, http_error
 from lib.server import uploads
 
 logger = logging.getLogger(__name__)
@@ -47,15 +45,8 @@ def answers(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except HTTPException:
-            raise
-        except InputError as exc:
-            raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
-        except MONAILabelException as exc:
-            raise HTTPException(status_code=400, detail=exc.msg) from None
         except Exception as exc:
-            logger.error(f"{fn.__name__} failed:\n{traceback.format_exc()}")
-            raise HTTPException(status_code=500, detail=f"{fn.__name__} failed: {type(exc).__name__}: {exc}") from None
+            raise http_error(exc, fn.__name__, logger) from None
 
     return wrapper
 
@@ -122,11 +113,17 @@ def add_image(image: Optional[str] = None, params: str = Form("{}"), file: Uploa
 
 
 @router.delete("/datastore/", include_in_schema=False)
-@router.delete("/datastore/image", summary="Remove an image and its current labels (label histories are kept)")
+@router.delete("/datastore/image", summary="Remove an image and its current labels (the file and the label "
+                                            "histories are kept for recovery)")
 @answers
 def remove_image(id: str, user: User = Depends(RBAC(ADMIN))):
+    from lib.datastore.local import AnnotationDatastore
+
     ds = app_instance().datastore()
     image_uri(ds, id)
+    if isinstance(ds, AnnotationDatastore):
+        kept = ds.remove_image(id, user=user.username)
+        return {"kept_as": os.path.relpath(kept, ds.studies_dir)}
     ds.remove_image(id)
     return {}
 
@@ -259,43 +256,62 @@ def restore_label_version(image: str, rev: int, tag: str = "final", if_match: Op
 
 
 # ---- sessions (Slicer's path for a volume that is not in the datastore) ------------------------------
-@router.put("/session/", summary="Create a session with an uploaded volume")
-@answers
-def create_session(uncompress: bool = False, expiry: int = 0, files: List[UploadFile] = File(...),
-                   user: User = Depends(RBAC(USER))):
-    instance = app_instance()
-    sessions = instance.sessions()
-    if sessions is None:
-        raise HTTPException(status_code=406, detail="sessions are not enabled on this server")
-    if uncompress:
-        raise InputError("uncompress is not supported: upload the volume file(s) themselves", 400)
-    if not files:
-        raise InputError("no file uploaded", 400)
-    if expiry < 0:
-        raise InputError("expiry must be 0 (the server's default) or a number of seconds", 400)
-    with uploads.upload_folder() as folder:
-        if len(files) == 1:
-            data = uploads.save_upload(folder, files[0], "image", trusted=False)
-            check_volume_file(data, "the uploaded volume")
-        else:  # a DICOM series: one folder of files
-            data = os.path.join(folder, "series")
-            os.makedirs(data)
-            for i, f in enumerate(files):
-                uploads.save_upload(data, f, f"{i:05d}", default_ext=".dcm", trusted=False)
-        session_id, info = sessions.add_session(data, expiry, False)
+@router.put("/session/", summary="Create a session with an uploaded volume (multipart field 'files': one volume "
+                                  "file or the files of a DICOM series)")
+async def create_session(request: Request, uncompress: bool = False, expiry: int = 0,
+                         user: User = Depends(RBAC(USER))):
+    """Bounded (:class:`lib.server.uploads.SessionLimits`): 503 when the server holds ``session_max_count`` live
+    sessions (before the upload is read), 413 as soon as the upload passes ``session_max_mb`` (nothing is kept).
+    ``async`` so that the body is parsed as it streams in, never spooled whole first; the file work runs in the
+    thread pool."""
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        instance = app_instance()
+        sessions = instance.sessions()
+        if sessions is None:
+            raise HTTPException(status_code=406, detail="sessions are not enabled on this server")
+        if uncompress:
+            raise InputError("uncompress is not supported: upload the volume file(s) themselves", 400)
+        if expiry < 0:
+            raise InputError("expiry must be 0 (the server's default) or a number of seconds", 400)
+        limits = uploads.SessionLimits.from_conf(instance.conf)
+        await run_in_threadpool(uploads.check_session_room, sessions, limits)
+        with uploads.upload_folder() as folder:
+            files = await uploads.receive_files(request, folder, limits.max_bytes)
+            if not files:
+                raise InputError("no file uploaded (multipart field 'files')", 400)
+            session_id, info = await run_in_threadpool(_add_session, sessions, limits, folder, files, expiry)
+    except Exception as exc:
+        raise http_error(exc, "create_session", logger) from None
     logger.info(f"Session {session_id}: {info.image}")
     return {"session_id": session_id, "session_info": info.to_json()}
 
 
+def _add_session(sessions, limits, folder: str, files: list, expiry: int):
+    data = uploads.name_uploads(folder, files)
+    if os.path.isfile(data):
+        check_volume_file(data, "the uploaded volume")
+    return uploads.add_session(sessions, limits, data, expiry)
+
+
 def session_image(session_id: str) -> tuple[str, dict]:
-    """The volume of one of this server's sessions (404 when unknown or expired)."""
+    """The volume of one of this server's sessions (404 when unknown or expired: unused for
+    ``session_idle_seconds``); using it keeps it alive."""
     check_name(session_id, "session id")
-    sessions = app_instance().sessions()
+    instance = app_instance()
+    sessions = instance.sessions()
     if sessions is None:
         raise HTTPException(status_code=406, detail="sessions are not enabled on this server")
-    info = sessions.get_session(session_id)
+    limits = uploads.SessionLimits.from_conf(instance.conf)
+    uploads.live_sessions(sessions, limits)  # expired sessions go (this one too)
+    info = sessions.get_session(session_id, update_ts=False)
+    if info and uploads.session_expired(info, limits):
+        sessions.remove_session(session_id)
+        info = None
     if not info:
         raise InputError(f"session '{session_id}' not found (expired or never created): upload the volume again", 404)
+    info = sessions.get_session(session_id)  # used now
     return check_inside(sessions.store_path, info.image, "session image"), info.to_json()
 
 
@@ -374,13 +390,82 @@ def _dicom_seg(datastore, image: str, result: dict, params: dict) -> str:
 
 
 # ---- training, scoring, active learning: launched off the event loop ---------------------------------
+SEARCH_TRAINER = "dints_search"
+
+
+def served_trainers(instance) -> list[str]:
+    """The trainers of the models this server serves (a trainer with the inference task of the same name): the
+    segmentation and the interactive model; never the architecture search (``POST /train/dints_search``)."""
+    return [m for m in instance._trainers if m in instance._infers and m != SEARCH_TRAINER]
+
+
+def _check_train_params(model: str, task, params: dict) -> None:
+    from lib.params import parse_request
+
+    if getattr(task, "params", None):
+        try:
+            cfg = parse_request(task.params, params)
+            if hasattr(task, "check_files"):
+                task.check_files(cfg)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"bad training parameter for {model}: {exc}", 400) from None
+
+
+def _refuse_untrainable(instance, requests: Dict[str, dict]) -> None:
+    """409 with the reason when a requested run could not train on the datastore's labels (too few usable labels,
+    a split that leaves too few for training), instead of a task that fails in the log."""
+    datastore = instance.datastore()
+    problems = []
+    for model, request in requests.items():
+        check = getattr(instance._trainers[model], "data_problem", None)
+        problem = check(request, datastore) if check is not None else None
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise InputError(" | ".join(problems), 409)
+
+
+@router.post("/train/", summary="Train the served models, one after another")
+@answers
+def run_served_training(params: Optional[dict] = None, run_sync: Optional[bool] = False,
+                        user: User = Depends(RBAC(ADMIN))):
+    """MONAI Label's ``POST /train/`` (OHIF's *Update Model*) queued every trainer, the architecture search
+    included; this queues the served models' trainers, one after another (MONAI Label's ``enqueue``).
+    ``params``: values for every model, and ``{"<model>": {...}}`` for one model (they win)."""
+    from monailabel.utils.async_tasks.task import AsyncTask
+
+    instance = app_instance()
+    models = served_trainers(instance)
+    if not models:
+        raise InputError("this server serves no model it can train", 404)
+    params = dict(params or {})
+    params.pop("enqueue", None)
+    shared = {k: v for k, v in params.items() if k not in instance._trainers}
+    requests: Dict[str, dict] = {}
+    for model in models:
+        own = params.get(model) or {}
+        if not isinstance(own, dict):
+            raise InputError(f"params['{model}'] must be a JSON object of training parameters", 400)
+        requests[model] = {**shared, **own}
+        _check_train_params(model, instance._trainers[model], requests[model])
+    _refuse_untrainable(instance, requests)
+    result = {}
+    for model in models:
+        res, detail = AsyncTask.run("train", request={"model": model}, params=dict(requests[model]),
+                                    force_sync=run_sync, enqueue=True)
+        result[model] = {"result": res, "detail": detail}
+    logger.info(f"Training queued for the served models {models} ({SEARCH_TRAINER} only on its own request)")
+    return result
+
+
 @router.post("/train/{model}", summary="Start training a model")
 @answers
 def run_training(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
                  enqueue: Optional[bool] = False, user: User = Depends(RBAC(ADMIN))):
     from monailabel.endpoints.train import run_model
+    from monailabel.utils.async_tasks.utils import processes
 
-    from lib.params import parse_request, truthy
+    from lib.params import truthy
 
     instance = app_instance()
     check_name(model, "model name")
@@ -389,12 +474,9 @@ def run_training(model: str, params: Optional[dict] = None, run_sync: Optional[b
     params = dict(params or {})
     if "enqueue" in params:  # also accepted in the body
         enqueue = enqueue or truthy(params.pop("enqueue"))
-    task = instance._trainers[model]
-    if getattr(task, "params", None):
-        try:
-            parse_request(task.params, params)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"bad training parameter: {exc}", 400) from None
+    _check_train_params(model, instance._trainers[model], params)
+    if not (processes("train") and not enqueue):  # (a refused second run is MONAI Label's 429, below)
+        _refuse_untrainable(instance, {model: params})
     return run_model(model, params, run_sync, enqueue)
 
 
@@ -438,7 +520,7 @@ def datastore_listing(output: Optional[str] = None, user: User = Depends(RBAC(US
 # ---- model weights ------------------------------------------------------------------------------------
 @router.put("/model/{model}", summary="Upload new weights (checked to load; the previous file is kept)")
 @answers
-def update_model(model: str, file: UploadFile = File(...), user: User = Depends(RBAC(ANNOTATOR))):
+def update_model(model: str, file: UploadFile = File(...), user: User = Depends(RBAC(ADMIN))):
     import time
 
     from monailabel.utils.others.generic import file_checksum
