@@ -115,7 +115,8 @@ def _start(module_tmp, name, conf=None, env=None) -> Server:
 
 @pytest.fixture(scope="module")
 def server(module_tmp, issuer):
-    srv = _start(module_tmp, "oidc", env={"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": issuer.realm})
+    srv = _start(module_tmp, "oidc", conf={"session_max_per_user": "2"},
+                 env={"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": issuer.realm})
     yield srv
     srv.stop()
 
@@ -302,3 +303,42 @@ def test_training_parameters_never_name_server_paths(server, issuer, tmp_path):
     assert not (server.studies.parent / "escaped.pth").exists()
     status = _call(server, "GET", "/train/", {}, admin)
     assert status.status_code in (200, 404) and "RUNNING" not in status.text  # 404: no training ever started
+
+
+@pytest.mark.server
+def test_sessions_are_limited_per_user(server, issuer):
+    volume = sorted(server.studies.glob("*.nii.gz"))[0].read_bytes()
+    alice, bob = issuer.token("alice", [USER]), issuer.token("bob", [USER])
+
+    def upload(token):
+        return _call(server, "PUT", "/session/", {"files": {"files": ("ct.nii.gz", volume)}}, token)
+
+    made = [upload(alice) for _ in range(2)]
+    assert all(r.status_code == 200 for r in made), [r.text for r in made]
+    third = upload(alice)
+    assert third.status_code == 429 and "per user" in third.json()["detail"]
+    assert upload(bob).status_code == 200  # another user is not held up by alice's sessions
+    for r in made:
+        _call(server, "DELETE", f"/session/{r.json()['session_id']}", {}, alice)
+    assert upload(alice).status_code == 200
+
+
+@pytest.mark.server
+def test_the_ohif_panels_requests_work_with_a_token(server, issuer):
+    """The bundled OHIF panel sends no token itself: behind a reverse proxy that adds the logged-in user's token
+    (README, Security), its own requests (tests/clients/ohif.py) work, and without one they are refused."""
+    import nibabel as nib
+
+    from clients.ohif import OHIFError, OHIFPanel
+
+    image = sorted(p.name[:-7] for p in server.studies.glob("*.nii.gz"))[0]
+    shape = nib.load(str(server.studies / f"{image}.nii.gz")).shape
+    with pytest.raises(OHIFError):
+        OHIFPanel(server.url, shape).connect()
+    panel = OHIFPanel(server.url, shape, headers={"Authorization": f"Bearer {issuer.token('ann', [ANNOTATOR])}"})
+    assert "dints_pancreas" in panel.connect()["models"]
+    view = panel.run(image, "dints_pancreas")
+    assert (view == panel.segments["pancreas"]).any()
+    with pytest.raises(OHIFError) as err:  # Update Model trains: the admin's
+        panel.update_model()
+    assert err.value.response.status_code == 403

@@ -276,23 +276,32 @@ async def create_session(request: Request, uncompress: bool = False, expiry: int
         if expiry < 0:
             raise InputError("expiry must be 0 (the server's default) or a number of seconds", 400)
         limits = uploads.SessionLimits.from_conf(instance.conf)
-        await run_in_threadpool(uploads.check_session_room, sessions, limits)
+        owner = who()  # None with authentication off: then only the server-wide limits apply
+        await run_in_threadpool(uploads.check_session_room, sessions, limits, owner)
         with uploads.upload_folder() as folder:
             files = await uploads.receive_files(request, folder, limits.max_bytes)
             if not files:
                 raise InputError("no file uploaded (multipart field 'files')", 400)
-            session_id, info = await run_in_threadpool(_add_session, sessions, limits, folder, files, expiry)
+            session_id, info = await run_in_threadpool(_add_session, sessions, limits, folder, files, expiry, owner)
     except Exception as exc:
         raise http_error(exc, "create_session", logger) from None
     logger.info(f"Session {session_id}: {info.image}")
     return {"session_id": session_id, "session_info": info.to_json()}
 
 
-def _add_session(sessions, limits, folder: str, files: list, expiry: int):
+def who() -> str:
+    """The verified user's name, or "" with authentication off."""
+    from lib.server.access import current_identity
+
+    identity = current_identity()
+    return identity.username if identity is not None else ""
+
+
+def _add_session(sessions, limits, folder: str, files: list, expiry: int, user: str):
     data = uploads.name_uploads(folder, files)
     if os.path.isfile(data):
         check_volume_file(data, "the uploaded volume")
-    return uploads.add_session(sessions, limits, data, expiry)
+    return uploads.add_session(sessions, limits, data, expiry, user)
 
 
 def session_image(session_id: str) -> tuple[str, dict]:

@@ -77,10 +77,12 @@ def is_trusted(path: str) -> bool:
 DEFAULT_SESSION_MAX_COUNT = 20
 DEFAULT_SESSION_MAX_MB = 1024
 DEFAULT_SESSION_IDLE_SECONDS = 1800
+DEFAULT_SESSION_MAX_PER_USER = 5  # with authentication on (off, every request is the same anonymous user)
 MAX_FORM_FIELD_BYTES = 64 << 10  # the form fields beside the files (the Slicer client sends its client_id)
 FORM_OVERHEAD_BYTES = 16 << 20  # what a Content-Length may hold beyond the files (part headers of a DICOM series)
 _sessions_lock = threading.Lock()
 _pending = [0]  # sessions being registered (their files on the move into the session store)
+_owners: dict[str, str] = {}  # session id -> the user who created it (sessions of this server process)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class SessionLimits:
     max_count: int = DEFAULT_SESSION_MAX_COUNT
     max_mb: float = DEFAULT_SESSION_MAX_MB
     idle_seconds: int = DEFAULT_SESSION_IDLE_SECONDS
+    per_user: int = DEFAULT_SESSION_MAX_PER_USER
 
     @property
     def max_bytes(self) -> int:
@@ -99,13 +102,14 @@ class SessionLimits:
         try:
             limits = cls(int(conf.get("session_max_count", DEFAULT_SESSION_MAX_COUNT)),
                          float(conf.get("session_max_mb", DEFAULT_SESSION_MAX_MB)),
-                         int(float(conf.get("session_idle_seconds", DEFAULT_SESSION_IDLE_SECONDS))))
+                         int(float(conf.get("session_idle_seconds", DEFAULT_SESSION_IDLE_SECONDS))),
+                         int(conf.get("session_max_per_user", DEFAULT_SESSION_MAX_PER_USER)))
         except (TypeError, ValueError) as exc:
             raise InputError(f"the server's session settings are not numbers (--conf session_max_count, "
                              f"session_max_mb, session_idle_seconds): {exc}", 500) from None
-        if limits.max_count < 1 or limits.max_mb <= 0 or limits.idle_seconds < 1:
+        if limits.max_count < 1 or limits.max_mb <= 0 or limits.idle_seconds < 1 or limits.per_user < 1:
             raise InputError("the server's session settings must be positive (--conf session_max_count, "
-                             "session_max_mb, session_idle_seconds)", 500)
+                             "session_max_mb, session_idle_seconds, session_max_per_user)", 500)
         return limits
 
 
@@ -124,17 +128,31 @@ def live_sessions(sessions, limits: SessionLimits) -> int:
         return len(sessions) + _pending[0]
 
 
-def check_session_room(sessions, limits: SessionLimits) -> None:
-    """503 when this server holds as many live sessions as it may (after removing the expired ones)."""
+def user_sessions(sessions, user: str) -> int:
+    """Live sessions ``user`` created (forgetting the ones that are gone)."""
+    with _sessions_lock:
+        for session_id in [k for k in _owners if k not in sessions]:
+            _owners.pop(session_id, None)
+        return sum(1 for owner in _owners.values() if owner == user)
+
+
+def check_session_room(sessions, limits: SessionLimits, user: str = "") -> None:
+    """503 when this server holds as many live sessions as it may (after removing the expired ones); 429 when the
+    user holds as many as one user may."""
     n = live_sessions(sessions, limits)
+    mine = user_sessions(sessions, user) if user else 0
+    if mine >= limits.per_user:
+        raise InputError(f"{user or 'you'} already hold(s) {mine} live sessions, the limit per user (--conf "
+                         f"session_max_per_user {limits.per_user}): end one (DELETE /session/{{id}}) or let it "
+                         f"expire ({limits.idle_seconds} s unused)", 429)
     if n >= limits.max_count:
         raise InputError(f"this server holds {n} live sessions, its limit (--conf session_max_count "
                          f"{limits.max_count}): a session unused for {limits.idle_seconds} s expires, and "
                          "DELETE /session/{id} ends one now; try again later", 503)
 
 
-def add_session(sessions, limits: SessionLimits, data: str, expiry: int):
-    """Register ``data`` (a file or a DICOM series folder) as a new session, within the count limit."""
+def add_session(sessions, limits: SessionLimits, data: str, expiry: int, user: str = ""):
+    """Register ``data`` (a file or a DICOM series folder) as a new session of ``user``, within the count limit."""
     expiry = min(int(expiry), limits.idle_seconds) if expiry and expiry > 0 else limits.idle_seconds
     with _sessions_lock:
         n = len(sessions) + _pending[0]
@@ -143,7 +161,10 @@ def add_session(sessions, limits: SessionLimits, data: str, expiry: int):
                              f"{limits.max_count}); try again later", 503)
         _pending[0] += 1  # its place is taken while its files move (outside the lock: other requests go on)
     try:
-        return sessions.add_session(data, expiry, False)
+        session_id, info = sessions.add_session(data, expiry, False)
+        with _sessions_lock:
+            _owners[session_id] = user
+        return session_id, info
     finally:
         with _sessions_lock:
             _pending[0] -= 1

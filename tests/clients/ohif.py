@@ -32,15 +32,17 @@ class PanelClient:
     """``services/MonaiLabelClient.js``: URLs resolved against the server URL as ``new URL(path, server_url)`` does;
     errors are returned, not raised (axios ``.catch(error => error)``)."""
 
-    def __init__(self, server_url: str):
+    def __init__(self, server_url: str, headers: dict | None = None):
         self.server_url = server_url
+        # not the panel's: what a reverse proxy in front of the server adds (e.g. the logged-in user's token)
+        self.headers = dict(headers or {})
 
     def _url(self, path: str) -> str:
         return urljoin(self.server_url, path)
 
     def info(self) -> requests.Response:
         """``info()``: ``GET info/``."""
-        return requests.get(self._url("info/"), timeout=60)
+        return requests.get(self._url("info/"), headers=self.headers, timeout=60)
 
     def infer(self, model: str, image: str, params: dict, result_extension: str = ".nrrd",
               output: str = "image") -> requests.Response:
@@ -53,31 +55,32 @@ class PanelClient:
             params["result_compress"] = False
         params["restore_label_idx"] = False
         return requests.post(url, files={"params": (None, json.dumps(params))}, timeout=600,
-                             headers={"accept": "application/json,multipart/form-data"})
+                             headers={**self.headers, "accept": "application/json,multipart/form-data"})
 
     def next_sample(self, strategy: str = "random", params: dict | None = None) -> requests.Response:
         """``next_sample()``: ``POST activelearning/<strategy>`` with the params as JSON."""
-        return requests.post(self._url("activelearning/" + quote(strategy, safe="")), json=params or {}, timeout=60)
+        return requests.post(self._url("activelearning/" + quote(strategy, safe="")), json=params or {},
+                             headers=self.headers, timeout=60)
 
     def is_train_running(self) -> bool:
         """``is_train_running()``: ``GET train/?check_if_running=true``."""
-        response = requests.get(self._url("train/") + "?check_if_running=true", timeout=60)
+        response = requests.get(self._url("train/") + "?check_if_running=true", headers=self.headers, timeout=60)
         return response.status_code == 200 and response.json().get("status") == "RUNNING"
 
     def run_train(self, params: dict) -> requests.Response:
         """``run_train()``: ``POST train/`` (no model: every trainer, as the server decides) with the params as JSON."""
-        return requests.post(self._url("train/"), json=params, timeout=60)
+        return requests.post(self._url("train/"), json=params, headers=self.headers, timeout=60)
 
     def stop_train(self) -> requests.Response:
         """``stop_train()``: ``DELETE train/``."""
-        return requests.delete(self._url("train/"), timeout=60)
+        return requests.delete(self._url("train/"), headers=self.headers, timeout=60)
 
 
 class OHIFPanel:
     """``components/MonaiLabelPanel.tsx`` and its action tabs, for one volume."""
 
-    def __init__(self, server_url: str, shape: tuple[int, int, int]):
-        self.client = PanelClient(server_url)
+    def __init__(self, server_url: str, shape: tuple[int, int, int], headers: dict | None = None):
+        self.client = PanelClient(server_url, headers)
         self.labelmap = np.zeros(shape, np.uint8)  # segmentation '1'
         self.segments: dict[str, int] = {}  # label -> segmentIndex
         self.info: dict = {}
