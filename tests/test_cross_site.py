@@ -7,13 +7,11 @@ skips with the reason otherwise, unless ``DINTS_REQUIRE_PACS=1`` (CI) makes that
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from netns import namespace_problem, run_in_namespace, skip_or_fail
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "cross_site"
@@ -21,32 +19,10 @@ ARTIFACTS = REPO_ROOT / "test-artifacts" / "cross_site"
 pytestmark = pytest.mark.server
 
 
-def missing() -> str | None:
-    if not (shutil.which("chromium") or os.path.exists("/usr/bin/chromium")):
-        return "Chromium is not installed: run ./scripts/setup_pacs.sh"
-    if not shutil.which("unshare") or not shutil.which("ip"):
-        return "unshare / ip (util-linux, iproute2) are needed for the private network namespace"
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace (unshare -n needs root): {probe.stderr.decode().strip()}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def result():
-    reason = missing()
-    if reason:
-        if os.environ.get("DINTS_REQUIRE_PACS") == "1":
-            pytest.fail(f"the cross-site browser test cannot run: {reason}")
-        pytest.skip(reason)
-    if ARTIFACTS.exists():
-        shutil.rmtree(ARTIFACTS)
-    ARTIFACTS.mkdir(parents=True)
-    script = f"ip link set lo up && exec {sys.executable} {REPO_ROOT / 'tests' / 'cross_site_e2e.py'} --out {ARTIFACTS}"
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=600,
-                          env=env, cwd=str(REPO_ROOT))
-    (ARTIFACTS / "run.log").write_text(proc.stdout + proc.stderr)
+    skip_or_fail(namespace_problem(), "cross-site browser test")
+    proc = run_in_namespace("cross_site_e2e.py", ARTIFACTS, timeout=600)
     path = ARTIFACTS / "result.json"
     assert proc.returncode == 0 and path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(path.read_text())

@@ -15,13 +15,11 @@ answer is a 502 that names nothing internal.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from netns import namespace_problem, run_in_namespace, skip_or_fail
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "pacs_ohif"
@@ -37,32 +35,13 @@ def missing() -> str | None:
         find_dicomweb_plugin()
     except FileNotFoundError as exc:
         return str(exc)
-    if not (shutil.which("chromium") or os.path.exists("/usr/bin/chromium")):
-        return "Chromium is not installed: run ./scripts/setup_pacs.sh"
-    if not shutil.which("unshare") or not shutil.which("ip"):
-        return "unshare / ip (util-linux, iproute2) are needed for the private network namespace"
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace (unshare -n needs root): {probe.stderr.decode().strip()}"
-    return None
+    return namespace_problem()
 
 
 @pytest.fixture(scope="module")
 def run():
-    reason = missing()
-    if reason:
-        if os.environ.get("DINTS_REQUIRE_PACS") == "1":
-            pytest.fail(f"the PACS end-to-end test cannot run: {reason}")
-        pytest.skip(reason)
-    if ARTIFACTS.exists():
-        shutil.rmtree(ARTIFACTS)
-    ARTIFACTS.mkdir(parents=True)
-    script = (f"ip link set lo up && exec {sys.executable} {REPO_ROOT / 'tests' / 'pacs_e2e.py'} "
-              f"--out {ARTIFACTS}")
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=1500,
-                          env=env, cwd=str(REPO_ROOT))
-    (ARTIFACTS / "run.log").write_text(proc.stdout + proc.stderr)
+    skip_or_fail(missing(), "PACS end-to-end test")
+    proc = run_in_namespace("pacs_e2e.py", ARTIFACTS, timeout=1500)
     result = json.loads((ARTIFACTS / "result.json").read_text()) if (ARTIFACTS / "result.json").exists() else {}
     failed = [s for s in result.get("steps", []) if not s["ok"]]
     assert proc.returncode == 0 and result.get("ok"), (

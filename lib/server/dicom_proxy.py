@@ -167,25 +167,10 @@ async def proxy_dicom(request: Request, op: str, path: str):
 USER = settings.MONAI_LABEL_AUTH_ROLE_USER
 
 
-@router.get("/dicom/wado/{path:path}")
-@router.post("/dicom/wado/{path:path}")
-async def proxy_wado(request: Request, path: str, user: User = Depends(RBAC(USER))):
-    return await proxy_dicom(request, "wado", path)
-
-
-@router.get("/dicom/qido/{path:path}")
-@router.post("/dicom/qido/{path:path}")
-async def proxy_qido(request: Request, path: str, user: User = Depends(RBAC(USER))):
-    return await proxy_dicom(request, "qido", path)
-
-
-@router.get("/dicom/stow/{path:path}")
-@router.post("/dicom/stow/{path:path}")
-async def proxy_stow(request: Request, path: str, user: User = Depends(RBAC(USER))):
-    return await proxy_dicom(request, "stow", path)
-
-
-@router.get("/dicom/{path:path}")
-@router.post("/dicom/{path:path}")
+@router.api_route("/dicom/{path:path}", methods=["GET", "POST"])
 async def proxy(request: Request, path: str, user: User = Depends(RBAC(USER))):
+    """``/proxy/dicom/{wado,qido,stow}/...`` with the server's prefix for that service, anything else as it is."""
+    op, _, rest = path.partition("/")
+    if op in ("wado", "qido", "stow"):
+        return await proxy_dicom(request, op, rest)
     return await proxy_dicom(request, "", path)
