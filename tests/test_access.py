@@ -84,6 +84,16 @@ def test_origin_must_be_the_server_itself_or_listed():
     assert not policy.origin_ok("http://evil.example", "127.0.0.1:8000", "http")
 
 
+def test_training_output_is_the_admins_to_read():
+    from lib.server.routes import visible_status
+
+    task = {"id": "t", "status": "ERROR", "details": ["Traceback ...", "/srv/model/x.pt"]}
+    assert "details" not in visible_status(task, Identity("u", (ANNOTATOR,)))
+    assert visible_status([task], Identity("u", (REVIEWER,)))[0] == {"id": "t", "status": "ERROR"}
+    assert visible_status(task, Identity("a", (ADMIN,)))["details"] == task["details"]
+    assert visible_status(task, None) == task  # authentication off: nothing to hide from
+
+
 def test_token_file_holds_hashes_and_checks_them(tmp_path):
     path = tmp_path / "tokens"
     token = token_file.add(str(path), "alice", "annotator")

@@ -9,6 +9,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 import zlib
 
 import nibabel as nib
@@ -177,3 +178,36 @@ def test_connections_that_never_finish_their_headers_are_closed(server):
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_slow_trickle_is_cut_off_too(server):
+    """5 bytes every half second never leaves the connection idle, but is far below the minimum rate."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall((f"PUT /datastore/label?image={image_id(server)}&tag=final HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n"
+                   f'--x\r\nContent-Disposition: form-data; name="label"; filename="l.nii.gz"\r\n\r\n').encode())
+        s.settimeout(0.5)
+        t0, reply = time.time(), b""
+        while time.time() - t0 < 20 and not reply:
+            try:
+                s.sendall(b"xxxxx")
+                reply = s.recv(4096)
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        assert b" 408 " in reply.split(b"\r\n", 1)[0], reply[:200]
+        assert time.time() - t0 < 10
+
+
+def test_a_session_claiming_a_huge_volume_is_refused_and_sessions_are_private(server):
+    r = requests.put(f"{server.url}/session/", files={"files": ("ct.nii.gz", tiny_header_huge_claim())}, timeout=60)
+    assert r.status_code == 413 and "max_voxels" in r.json()["detail"], r.text
+    volume = (server.studies / f"{image_id(server)}.nii.gz").read_bytes()
+    made = [requests.put(f"{server.url}/session/", files={"files": ("ct.nii.gz", volume)}, timeout=60) for _ in range(2)]
+    assert all(m.status_code == 200 for m in made), [m.text for m in made]
+    ids = [m.json()["session_id"] for m in made]
+    assert all(uuid.UUID(i).version == 4 for i in ids)  # random, not time-based: not guessable from another's
+    assert all("path" not in m.json()["session_info"] and "image" not in m.json()["session_info"] for m in made)
+    for i in ids:
+        requests.delete(f"{server.url}/session/{i}", timeout=30)

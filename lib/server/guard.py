@@ -8,7 +8,8 @@
   weights, ``max_label_upload_mb`` for labels, 16 MB for everything else): a ``Content-Length`` over it is
   answered 413 before a byte is read, a body that grows past it is cut off with 413 as it arrives (uploads go
   to disk as they stream, never whole into memory). A body that stops arriving for ``upload_idle_seconds``
-  (default 60) is answered 408, so a client trickling bytes cannot hold a worker for ever.
+  (default 60), or that arrives slower than ``upload_min_kbps`` (default 10 KB/s, averaged, after the first
+  ``upload_idle_seconds``), is answered 408, so a client trickling bytes cannot hold a worker for ever.
 * An exception no route turned into an answer becomes a JSON 500 with an error id (the log holds the details
   under that id), never a bare "Internal Server Error" and never a path or a traceback.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import traceback
 import uuid
 from urllib.parse import parse_qsl
@@ -85,9 +87,11 @@ class _Refused(Exception):
 
 
 class RequestGuard:
-    def __init__(self, app, volume_mb: float = 4096, label_mb: float = 1024, idle_seconds: float = 60):
+    def __init__(self, app, volume_mb: float = 4096, label_mb: float = 1024, idle_seconds: float = 60,
+                 min_kbps: float = 10):
         self.app = app
         self.volume_mb, self.label_mb, self.idle_seconds = float(volume_mb), float(label_mb), float(idle_seconds)
+        self.min_bytes_per_second = float(min_kbps) * 1024
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -106,6 +110,7 @@ class RequestGuard:
         started = False
         answered = False
         received = 0
+        began = time.monotonic()
 
         async def tracking_send(message):
             nonlocal started
@@ -134,6 +139,12 @@ class RequestGuard:
                 await answer(408, f"the request body stopped arriving (nothing for {self.idle_seconds:g} s)")
             if message.get("type") == "http.request":
                 received += len(message.get("body", b""))
+                elapsed = time.monotonic() - began
+                if message.get("more_body") and elapsed > self.idle_seconds and \
+                        received < self.min_bytes_per_second * elapsed:
+                    logger.warning(f"Cut off {method} {path}: {received} bytes in {elapsed:.0f} s")
+                    await answer(408, f"the request body arrives too slowly ({received / max(elapsed, 1e-9) / 1024:.2f} "
+                                      f"KB/s; at least {self.min_bytes_per_second / 1024:g} KB/s)")
                 if received > cap:
                     logger.warning(f"Cut off {method} {path}: body over {cap} bytes")
                     await answer(413, f"the request body is over this route's limit of {cap / MB:.0f} MB")

@@ -40,7 +40,8 @@ def install_into_server(conf: dict | None = None) -> bool:
     conf = conf or {}
     app.user_middleware.insert(0, Middleware(RequestGuard, volume_mb=float(conf.get("max_upload_mb", 4096)),
                                              label_mb=float(conf.get("max_label_upload_mb", 1024)),
-                                             idle_seconds=float(conf.get("upload_idle_seconds", 60))))
+                                             idle_seconds=float(conf.get("upload_idle_seconds", 60)),
+                                             min_kbps=float(conf.get("upload_min_kbps", 10))))
     authentication.install(app, conf)
     slow_clients.install(float(conf.get("header_timeout_seconds", 10)))  # outermost: who may call what, before anything else runs
     app.middleware_stack = app.build_middleware_stack()

@@ -74,6 +74,9 @@ class RealmKeys:
         self._keys = keys
 
     def key(self, kid: str):
+        cached = self._keys  # replaced whole by a fetch: a request whose key is cached never waits for one
+        if kid in cached:
+            return cached[kid]
         with self._lock:
             if kid in self._keys:
                 return self._keys[kid]

@@ -16,6 +16,7 @@ import logging
 import os
 from typing import Any, Dict, Optional
 
+import numpy as np
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from monailabel.config import settings
@@ -28,6 +29,7 @@ from lib.datastore.local import image_uri
 from lib.datastore.names import check_inside, check_name
 from lib.errors import InputError, http_error
 from lib.server import uploads
+from lib.transforms.load import DEFAULT_MAX_VOXELS
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +288,8 @@ async def create_session(request: Request, uncompress: bool = False, expiry: int
     except Exception as exc:
         raise http_error(exc, "create_session", logger) from None
     logger.info(f"Session {session_id}: {info.image}")
-    return {"session_id": session_id, "session_info": info.to_json()}
+    shown = {k: v for k, v in info.to_json().items() if k not in ("path", "image")}  # server paths stay inside
+    return {"session_id": session_id, "session_info": shown}
 
 
 def who() -> str:
@@ -300,7 +303,12 @@ def who() -> str:
 def _add_session(sessions, limits, folder: str, files: list, expiry: int, user: str):
     data = uploads.name_uploads(folder, files)
     if os.path.isfile(data):
-        check_volume_file(data, "the uploaded volume")
+        geometry = check_volume_file(data, "the uploaded volume")
+        most = int(float(app_instance().conf.get("max_voxels", DEFAULT_MAX_VOXELS)))
+        voxels = int(np.prod(geometry.shape, dtype=np.float64))
+        if voxels > most:  # refused from its header: never kept, never read
+            raise InputError(f"the uploaded volume's header declares {voxels} voxels, more than this server takes "
+                             f"(--conf max_voxels {most})", 413)
     return uploads.add_session(sessions, limits, data, expiry, user)
 
 
@@ -432,6 +440,24 @@ def _refuse_untrainable(instance, requests: Dict[str, dict]) -> None:
             problems.append(problem)
     if problems:
         raise InputError(" | ".join(problems), 409)
+
+
+@router.get("/train/", summary="Training status (the run's output lines for the admin role only)")
+def training_status(all: bool = False, check_if_running: bool = False, user: User = Depends(RBAC(USER))):
+    from monailabel.endpoints.train import status
+
+    from lib.server.access import current_identity
+
+    return visible_status(status(all, check_if_running), current_identity())
+
+
+def visible_status(res, identity):
+    """A training status as ``identity`` may see it: a run's output lines hold server paths and, when it fails,
+    its traceback, so only the admin role (or anybody, with authentication off) gets them."""
+    if identity is None or identity.has(ADMIN):
+        return res
+    strip = (lambda task: {k: v for k, v in task.items() if k != "details"} if isinstance(task, dict) else task)
+    return [strip(t) for t in res] if isinstance(res, list) else strip(res)
 
 
 @router.post("/train/", summary="Train the served models, one after another")

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+import uuid
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,6 +152,14 @@ def check_session_room(sessions, limits: SessionLimits, user: str = "") -> None:
                          "DELETE /session/{id} ends one now; try again later", 503)
 
 
+def private(folder: str) -> None:
+    """Owner-only permissions on a folder and everything in it (uploaded scans are patients' data)."""
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o700)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o600)
+
+
 def add_session(sessions, limits: SessionLimits, data: str, expiry: int, user: str = ""):
     """Register ``data`` (a file or a DICOM series folder) as a new session of ``user``, within the count limit."""
     expiry = min(int(expiry), limits.idle_seconds) if expiry and expiry > 0 else limits.idle_seconds
@@ -161,7 +170,10 @@ def add_session(sessions, limits: SessionLimits, data: str, expiry: int, user: s
                              f"{limits.max_count}); try again later", 503)
         _pending[0] += 1  # its place is taken while its files move (outside the lock: other requests go on)
     try:
-        session_id, info = sessions.add_session(data, expiry, False)
+        # a random id (MONAI Label's is a time-based uuid1: the next one can be guessed) and a folder only the
+        # server's user can read
+        session_id, info = sessions.add_session(data, expiry, False, session_id=str(uuid.uuid4()))
+        private(os.path.join(sessions.store_path, session_id))
         with _sessions_lock:
             _owners[session_id] = user
         return session_id, info
