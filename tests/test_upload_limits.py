@@ -209,5 +209,10 @@ def test_a_session_claiming_a_huge_volume_is_refused_and_sessions_are_private(se
     ids = [m.json()["session_id"] for m in made]
     assert all(uuid.UUID(i).version == 4 for i in ids)  # random, not time-based: not guessable from another's
     assert all("path" not in m.json()["session_info"] and "image" not in m.json()["session_info"] for m in made)
+    shown = requests.get(f"{server.url}/session/{ids[0]}", timeout=30)
+    assert shown.status_code == 200 and "path" not in shown.json() and "image" not in shown.json()
+    assert str(server.studies.parent) not in shown.text and "/tmp" not in shown.text and "sessions" not in shown.text
+    got = requests.get(f"{server.url}/session/{ids[0]}", params={"image": True}, timeout=30)
+    assert got.status_code == 200 and got.content == volume
     for i in ids:
         requests.delete(f"{server.url}/session/{i}", timeout=30)

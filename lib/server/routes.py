@@ -292,6 +292,25 @@ async def create_session(request: Request, uncompress: bool = False, expiry: int
     return {"session_id": session_id, "session_info": shown}
 
 
+@router.get("/session/{session_id}", summary="A session's details (image=true: its volume)")
+@answers
+def get_session(session_id: str, update_ts: bool = False, image: bool = False, user: User = Depends(RBAC(USER))):
+    path, info = session_image(session_id) if update_ts or image else _session_info(session_id)
+    if image:
+        return FileResponse(path, media_type=get_mime_type(path), filename=os.path.basename(path))
+    return {k: v for k, v in info.items() if k not in ("path", "image")}  # server paths stay inside
+
+
+def _session_info(session_id: str) -> tuple[None, dict]:
+    """A session's details without marking it used (404 when unknown or expired)."""
+    check_name(session_id, "session id")
+    sessions = app_instance().sessions()
+    info = sessions.get_session(session_id, update_ts=False) if sessions is not None else None
+    if info is None or uploads.session_expired(info, uploads.SessionLimits.from_conf(app_instance().conf)):
+        raise InputError(f"session '{session_id}' not found (expired or never created)", 404)
+    return None, info.to_json()
+
+
 def who() -> str:
     """The verified user's name, or "" with authentication off."""
     from lib.server.access import current_identity
