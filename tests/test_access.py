@@ -85,7 +85,7 @@ def test_origin_must_be_the_server_itself_or_listed():
 
 
 def test_training_output_is_the_admins_to_read():
-    from lib.server.routes import visible_status
+    from lib.server.train_routes import visible_status
 
     task = {"id": "t", "status": "ERROR", "details": ["Traceback ...", "/srv/model/x.pt"]}
     assert "details" not in visible_status(task, Identity("u", (ANNOTATOR,)))

@@ -11,7 +11,7 @@
 * an upload never replaces an existing image (409).
 
 The stock REST calls (Slicer's and OHIF's) reach these methods unchanged; the routes in
-:mod:`lib.server.routes` add the version calls.
+:mod:`lib.server.datastore_routes` add the version calls.
 """
 
 from __future__ import annotations
