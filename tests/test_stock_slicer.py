@@ -186,6 +186,25 @@ def test_a_seg_nrrd_is_stored_as_a_plain_labelmap(grid, tmp_path):
     assert np.allclose(nrrd_affine(header), grid[1])
 
 
+def test_training_skips_a_seg_nrrd_put_into_the_folder_by_hand(grid, tmp_path):
+    """A .seg.nrrd copied into labels/final (not submitted) passes the check, but its raw values are its own segment
+    table's, not the model's ids: training must leave it out rather than read them as ids."""
+    import shutil
+
+    from lib.trainers.datalist import labelled_datalist
+
+    studies = tmp_path / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    for case in ("by_hand", "submitted"):
+        nib.save(nib.Nifti1Image(np.zeros((16, 14, 8), np.int16), grid[1]), str(studies / f"{case}.nii.gz"))
+    shutil.copy(overlapping(grid), studies / "labels" / "final" / "by_hand.nrrd")
+    store = AnnotationDatastore(str(studies), labels=LABELS, extensions=("*.nii.gz", "*.nii", "*.nrrd"), auto_reload=False)
+    store.save_label("submitted", overlapping(grid), "final", {"label_info": SLICER_BACKGROUND_FIRST})
+    items, skipped = labelled_datalist(store, LABELS)
+    assert [d["id"] for d in items] == ["submitted"]
+    assert [d["id"] for d in skipped] == ["by_hand"] and "segmentation" in skipped[0]["reason"]
+
+
 def nrrd_affine(header) -> np.ndarray:
     affine = np.eye(4)
     affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ np.asarray(header["space directions"], dtype=float).T

@@ -123,13 +123,6 @@ def segment_table(header: dict) -> list[Segment] | None:
     return segments
 
 
-def is_segmentation(path: str) -> bool:
-    """Whether a file is a 3D Slicer segmentation (a NRRD with a segment table)."""
-    import nrrd
-
-    return file_extension(path) == ".nrrd" and segment_table(nrrd.read_header(path)) is not None
-
-
 def _layer_axis(header: dict) -> int | None:
     """The axis of a 4-D segmentation that holds its layers (no space direction: kind ``list``); None when 3-D."""
     sizes = [int(s) for s in header["sizes"]]
@@ -397,6 +390,7 @@ class CheckedLabel:
     extension: str
     data: np.ndarray | None
     values: dict[int, int]  # value -> voxel count, after mapping
+    segmentation: bool = False  # a 3D Slicer segmentation file (its values mean its own segment table)
 
     def voxels(self) -> np.ndarray:
         """The label's voxels as uint8 label ids (the rewritten ones when it had to be rewritten)."""
@@ -497,7 +491,8 @@ def check_label(label_path: str, image_path: str, labels: dict[str, int], label_
     if bad:
         raise InputError(f"the label holds value(s) {bad} that are not label ids of this model (0 background, "
                          f"{_label_names(labels)})", 422)
-    return CheckedLabel(path=label_path, extension=ext, data=small if rewrite else None, values=present)
+    return CheckedLabel(path=label_path, extension=ext, data=small if rewrite else None, values=present,
+                        segmentation=segments is not None)
 
 
 def write_like(src_path: str, data: np.ndarray, dst_path: str) -> None:

@@ -43,15 +43,15 @@ PUBLIC = "public"
 
 # (methods, path pattern, role): the first match decides; a route that matches none needs the admin role.
 ROUTE_ROLES: list[tuple[frozenset[str], str, str]] = [
-    (frozenset({"GET", "HEAD"}), r"/(favicon\.ico)?", PUBLIC),
-    (frozenset({"GET", "HEAD"}), r"/(docs|openapi\.json)", PUBLIC),
-    (frozenset({"GET", "HEAD"}), r"/static/.*", PUBLIC),
-    (frozenset({"GET", "HEAD"}), r"/ohif(/.*)?", PUBLIC),
+    (frozenset({"GET"}), r"/(favicon\.ico)?", PUBLIC),
+    (frozenset({"GET"}), r"/(docs|openapi\.json)", PUBLIC),
+    (frozenset({"GET"}), r"/static/.*", PUBLIC),
+    (frozenset({"GET"}), r"/ohif(/.*)?", PUBLIC),
     (frozenset({"GET"}), r"/auth/?", PUBLIC),
     (frozenset({"POST"}), r"/auth/token/?", PUBLIC),
     (frozenset({"GET"}), r"/auth/token/valid/?", USER),
     (frozenset({"GET"}), r"/info/?", USER),
-    (frozenset({"GET", "HEAD"}), r"/datastore/(image|label|label/versions|label/version)/?", USER),
+    (frozenset({"GET"}), r"/datastore/(image|label|label/versions|label/version)/?", USER),
     (frozenset({"GET"}), r"/datastore/?", USER),
     (frozenset({"GET"}), r"/datastore/dataset/?", ANNOTATOR),
     (frozenset({"PUT"}), r"/datastore/(label|image)?/?", ANNOTATOR),
@@ -71,10 +71,11 @@ _COMPILED = [(methods, re.compile(pattern + r"\Z"), role) for methods, pattern, 
 
 
 def required_role(method: str, path: str) -> str:
-    """The role a request needs (:data:`PUBLIC` for none). Unlisted routes need the admin role."""
+    """The role a request needs (:data:`PUBLIC` for none). Unlisted routes need the admin role; a HEAD request
+    needs what the GET of its path needs."""
     method = "GET" if method == "HEAD" else method
     for methods, pattern, role in _COMPILED:
-        if (method in methods or (method == "GET" and "HEAD" in methods)) and pattern.match(path):
+        if method in methods and pattern.match(path):
             return role
     return ADMIN
 

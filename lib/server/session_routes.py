@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
-import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
 from monailabel.endpoints.user.auth import RBAC, User
@@ -19,7 +19,7 @@ from lib.errors import InputError, http_error
 from lib.server import uploads
 from lib.server.roles import USER
 from lib.server.route_helpers import answers
-from lib.transforms.load import DEFAULT_MAX_VOXELS
+from lib.transforms.load import check_shape
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -63,20 +63,10 @@ async def create_session(request: Request, uncompress: bool = False, expiry: int
 @router.get("/session/{session_id}", summary="A session's details (image=true: its volume)")
 @answers
 def get_session(session_id: str, update_ts: bool = False, image: bool = False, user: User = Depends(RBAC(USER))):
-    path, info = session_image(session_id) if update_ts or image else _session_info(session_id)
+    path, info = session_image(session_id, use=update_ts or image)
     if image:
         return FileResponse(path, media_type=get_mime_type(path), filename=os.path.basename(path))
     return {k: v for k, v in info.items() if k not in ("path", "image")}  # server paths stay inside
-
-
-def _session_info(session_id: str) -> tuple[None, dict]:
-    """A session's details without marking it used (404 when unknown or expired)."""
-    check_name(session_id, "session id")
-    sessions = app_instance().sessions()
-    info = sessions.get_session(session_id, update_ts=False) if sessions is not None else None
-    if info is None or uploads.session_expired(info, uploads.SessionLimits.from_conf(app_instance().conf)):
-        raise InputError(f"session '{session_id}' not found (expired or never created)", 404)
-    return None, info.to_json()
 
 
 def who() -> str:
@@ -91,17 +81,14 @@ def _add_session(sessions, limits, folder: str, files: list, expiry: int, user: 
     data = uploads.name_uploads(folder, files)
     if os.path.isfile(data):
         geometry = check_volume_file(data, "the uploaded volume")
-        most = int(float(app_instance().conf.get("max_voxels", DEFAULT_MAX_VOXELS)))
-        voxels = int(np.prod(geometry.shape, dtype=np.float64))
-        if voxels > most:  # refused from its header: never kept, never read
-            raise InputError(f"the uploaded volume's header declares {voxels} voxels, more than this server takes "
-                             f"(--conf max_voxels {most})", 413)
+        # the served task's own voxel limit (--conf max_voxels), from the header: never kept, never read
+        check_shape(geometry.shape, "the uploaded volume", replace(app_instance().task_config.limits, min_slices=1))
     return uploads.add_session(sessions, limits, data, expiry, user)
 
 
-def session_image(session_id: str) -> tuple[str, dict]:
-    """The volume of one of this server's sessions (404 when unknown or expired: unused for
-    ``session_idle_seconds``); using it keeps it alive."""
+def session_image(session_id: str, use: bool = True) -> tuple[str, dict]:
+    """The volume of one of this server's sessions and its details (404 when unknown or expired: unused for
+    ``session_idle_seconds``); ``use``: this counts as using it, which keeps it alive."""
     check_name(session_id, "session id")
     instance = app_instance()
     sessions = instance.sessions()
@@ -115,5 +102,6 @@ def session_image(session_id: str) -> tuple[str, dict]:
         info = None
     if not info:
         raise InputError(f"session '{session_id}' not found (expired or never created): upload the volume again", 404)
-    info = sessions.get_session(session_id)  # used now
+    if use:
+        info = sessions.get_session(session_id)  # used now
     return check_inside(sessions.store_path, info.image, "session image"), info.to_json()

@@ -26,7 +26,7 @@ def labelled_datalist(datastore, labels: dict[str, int] | None = None,
     skipped ones as ``{"id", "reason"}``: a label that cannot be read, is off its image's grid or holds
     values that are not label ids (e.g. written into the folder by hand) is left out, not fatal.
     ``limit``: stop once that many usable ones are found (a train request's quick check of the data)."""
-    from lib.datastore.label_check import check_label, is_segmentation
+    from lib.datastore.label_check import check_label
     from lib.errors import InputError
 
     items, skipped = [], []
@@ -45,10 +45,10 @@ def labelled_datalist(datastore, labels: dict[str, int] | None = None,
             except InputError as exc:
                 skipped.append({"id": image_id, "reason": exc.message})
                 continue
-            if checked.extension == ".nrrd" and is_segmentation(label):  # put into the folder by hand: its raw
+            if checked.segmentation:  # put into the folder by hand: its values mean its own segment table
                 skipped.append({"id": image_id, "reason": "a 3D Slicer segmentation file, whose values are not the "
                                                           "model's ids: submit it through the server, which stores it "
-                                                          "as a labelmap"})  # values mean its own segment table
+                                                          "as a labelmap"})
                 continue
         items.append({"id": image_id, "image": image, "label": label})
     if limit is None:

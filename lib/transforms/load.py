@@ -51,7 +51,7 @@ def _header_shape(path: str) -> tuple[int, ...] | None:
     return None
 
 
-def _check_shape(shape: tuple[int, ...], name: str, limits: InputLimits) -> tuple[int, ...]:
+def check_shape(shape: tuple[int, ...], name: str, limits: InputLimits) -> tuple[int, ...]:
     """Return the 3-D spatial shape, or raise for 2-D / 4-D / oversized inputs."""
     dims = list(shape)
     while len(dims) > 3 and dims[-1] == 1:  # (X, Y, Z, 1) NIfTIs are 3-D volumes
@@ -120,13 +120,13 @@ class LoadCTd(MapTransform):
                         raise InputError(f"'{name}' is empty", 422)
                     shape = _header_shape(path)
                     if shape is not None:
-                        _check_shape(shape, name, self.limits)
+                        check_shape(shape, name, self.limits)
                 try:
                     img = self.loader(path)
                 except Exception as exc:
                     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     raise InputError(f"cannot read image '{name}' (corrupt, truncated or unsupported): {reason}", 422) from exc
-            spatial = _check_shape(tuple(img.shape), name, self.limits)
+            spatial = check_shape(tuple(img.shape), name, self.limits)
             img = img.reshape(spatial) if tuple(img.shape) != spatial else img
             if self.limits.check_hu:
                 check_hu_range(img, name)
