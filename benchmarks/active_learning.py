@@ -39,8 +39,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-POOL_SEED_BASE = 20000  # pool phantoms: 20000 + 1000 * seed + i
-HELDOUT_SEED_BASE = 30000  # held-out phantoms, the same for every seed
+from lib.data.seeds import AL_HELD_OUT_SEED_BASE, AL_POOL_SEED_BASE, seed_range  # noqa: E402
 
 PRESETS = {
     #        pool heldout k  m  rounds init_steps steps crop channel_mul samples val_roi
@@ -111,7 +110,7 @@ def campaign(seed: int, strategies: list[str], cfg: dict, heldout: list[dict], s
 
     task = get_task("pancreas")
 
-    pool_seeds = [POOL_SEED_BASE + 1000 * seed + i for i in range(cfg["pool"])]
+    pool_seeds = list(seed_range(AL_POOL_SEED_BASE + 1000 * seed, cfg["pool"]))
     t0 = time.time()
     pool = dict(enumerate(load_cases(pool_seeds, spacing, cfg["crop"], True, cfg["preset"])))
     log(f"seed {seed}: pool of {len(pool)} phantoms ready in {time.time() - t0:.0f}s")
@@ -273,7 +272,7 @@ def main(argv=None) -> int:
     spacing = get_task("pancreas").spacing_for("cpu")
     log(f"mode {mode}: {cfg}; seeds {seeds}; strategies {args.strategies}; spacing {spacing}")
     t0 = time.time()
-    heldout = load_cases([HELDOUT_SEED_BASE + i for i in range(cfg["heldout"])], spacing, cfg["crop"], False, cfg["preset"])
+    heldout = load_cases(list(seed_range(AL_HELD_OUT_SEED_BASE, cfg["heldout"])), spacing, cfg["crop"], False, cfg["preset"])
     log(f"held-out set of {len(heldout)} phantoms ready in {time.time() - t0:.0f}s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,7 @@ def run_ours(image, out, weights, arch_file, profile, conf=None):
 
     from lib.infers.segmentation import SegmentationInfer
     from lib.networks.factory import NetworkSpec
+    from lib.params import truthy
     from lib.runtime.backends import BackendOptions
     from lib.runtime.fast_path import FastPathOptions
     from lib.runtime.served_model import ServedModel
@@ -110,9 +111,9 @@ def run_ours(image, out, weights, arch_file, profile, conf=None):
     pancreas = get_task("pancreas")
     served = ServedModel([weights], NetworkSpec("dints", pancreas.num_classes, profile.channel_mul, arch_file),
                          BackendOptions(roi_size=tuple(profile.roi_size), sw_batch_size=profile.sw_batch_size),
-                         background_compile=conf.get("background_compile", "true") == "true")
+                         background_compile=truthy(conf.get("background_compile", "true"), "background_compile"))
     task = SegmentationInfer(served, pancreas, profile, backend=conf.get("backend", "auto"),
-                             fast_path=FastPathOptions(enabled=conf.get("fast_path", "true") == "true"))
+                             fast_path=FastPathOptions(enabled=truthy(conf.get("fast_path", "true"), "fast_path")))
     # what a running server has done at start-up: the network loaded and (CPU, auto) its compiled package
     # built in the background, or loaded from the engine cache; timed apart, not part of the request
     warm = time.time()
@@ -224,11 +225,12 @@ def run_child(kind, image, out, args) -> dict:
 
 
 def dice_fg(a, b, value=None):
-    import numpy as np
+    """Dice of class ``value`` (None: the foreground); NaN when absent from both, left out of the table's means."""
+    from lib.metrics import dice
 
-    pa, pb = (a > 0, b > 0) if value is None else (a == value, b == value)
-    denom = pa.sum() + pb.sum()
-    return float("nan") if denom == 0 else 2.0 * np.logical_and(pa, pb).sum() / denom
+    if value is None:
+        a, b, value = a > 0, b > 0, True
+    return dice(a, b, value, empty=float("nan"))
 
 
 def gpu_table(args):

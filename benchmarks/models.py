@@ -33,8 +33,8 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-TRAIN_SEED_BASE = 5000
-HELDOUT_SEED_BASE = 9500
+from lib.data.seeds import HELD_OUT_SEED_BASE, TRAIN_SEED_BASE, seed_range  # noqa: E402
+
 MODES = {
     "quick": dict(steps=40, train_cases=8, heldout=4, crop=48, reps=2),
     "full": dict(steps=400, train_cases=16, heldout=8, crop=64, reps=3),
@@ -97,10 +97,10 @@ def run_task(task_name: str, cfg: dict, seed: int) -> list[dict]:
     task, profile = get_task(task_name), get_profile("cpu")
     spacing, roi = task.spacing_for("cpu"), (cfg["crop"],) * 3
     t0 = time.time()
-    train = prepare(task, (phantom_item(s, task=task_name) for s in range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + cfg["train_cases"])),
+    train = prepare(task, (phantom_item(s, task=task_name) for s in seed_range(TRAIN_SEED_BASE, cfg["train_cases"])),
                     spacing, roi, progress=False)
     heldout = prepare(task, (phantom_item(s, preset="sample", task=task_name)
-                             for s in range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + cfg["heldout"])),
+                             for s in seed_range(HELD_OUT_SEED_BASE, cfg["heldout"])),
                       spacing, roi, crop_masks=False, progress=False)
     log(f"{task_name}: {len(train)} training and {len(heldout)} held-out phantoms ready in {time.time() - t0:.0f}s")
     rows = []

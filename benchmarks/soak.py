@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import platform
@@ -81,6 +80,7 @@ def main(argv=None) -> int:
     import requests
 
     from conftest import copy_datastore, copy_model_dir
+    from lib.atomic import sha256_file
     from safety_helpers import HOSTILE_IDS
     from server import Server
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
                                      timeout=60)
                 if r.status_code == 200:
                     with lock:
-                        accepted.append((image, hashlib.sha256(path.read_bytes()).hexdigest()))
+                        accepted.append((image, sha256_file(path)))
                 return kind, r
             if kind == "bad_label":
                 path = bad[rng.choice(sorted(bad))]

@@ -5,15 +5,28 @@ architecture codes, engines and compiled packages, JSON state, pictures). A read
 watches its folder, the server reloads published weights) never sees half a file, and an interrupted run
 leaves either the old file or the new one. Temporary names start with a dot and end in ``.tmp`` (or the
 suffix a library insists on) so no image scanner mistakes them for studies.
+
+Also the one file hasher (:func:`sha256_file`), so a file's identity is computed one way everywhere: label
+versions store it whole, and the model checksum (:func:`lib.networks.factory.file_checksum`) is its prefix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def sha256_file(path) -> str:
+    """The sha256 of a file's bytes (hex, whole), read in 1 MiB blocks so a large file is never held in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _umask() -> int:

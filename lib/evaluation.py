@@ -11,8 +11,6 @@ import numpy as np
 
 from lib.metrics import dice_per_class
 
-HELD_OUT_SEED_BASE = 9500  # never used for training (5000+), validation (9000+) or the sample datastore (1000+)
-
 
 def make_infer_task(model_dir: str | os.PathLike, conf: dict[str, str] | None = None):
     """The infer task exactly as the app builds it (``dints_pancreas`` unless ``conf`` names a task/network)."""

@@ -19,11 +19,44 @@ class Param:
     bounds: tuple | None = None  # (lowest, highest) allowed, for int and float
 
 
-def truthy(value: Any) -> bool:
-    """A request's or a ``--conf`` boolean: strings from Slicer (``"true"``, ``"1"``, ``"yes"``...) and JSON booleans."""
+TRUE_WORDS = ("1", "true", "yes", "on", "y", "t")
+FALSE_WORDS = ("0", "false", "no", "off", "n", "f")
+
+
+def truthy(value: Any, name: str = "value") -> bool:
+    """The one boolean parser of the project: a request's or a ``--conf`` boolean, strings from Slicer (``"true"``,
+    ``"1"``, ``"yes"``...), JSON booleans and the numbers 0 and 1; None is False (an option left out).
+
+    Anything else is a :class:`ValueError` naming ``name``, never a silent False: a typo such as
+    ``fast_path=flase`` must not quietly switch a feature off (request callers turn the error into a 400 with
+    :func:`request_flag`)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
     if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on", "y", "t")
-    return bool(value)
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    raise ValueError(f"{name} must be a boolean (true/false, yes/no, on/off, 1/0), got {value!r}")
+
+
+def request_flag(request: dict, name: str, default: Any = False) -> bool:
+    """A boolean of a request, read with :func:`truthy`; missing or blank (a form's empty field) is ``default``, as in
+    :func:`parse_value`; a bad value is the client's: :class:`InputError` 400."""
+    from lib.errors import InputError
+
+    value = request.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = default
+    try:
+        return truthy(value, name)
+    except ValueError as exc:
+        raise InputError(str(exc), 400) from None
 
 
 def int_tuple(value: str | None, n: int = 3) -> tuple[int, ...] | None:
@@ -49,7 +82,7 @@ def parse_value(p: Param, v: Any) -> Any:
     if p.kind == "float":
         return float(v)
     if p.kind == "bool":
-        return truthy(v)
+        return truthy(v, p.name)
     if p.kind == "int3":
         parts = list(v) if isinstance(v, (list, tuple)) else [x for x in str(v).replace("x", ",").split(",") if x.strip()]
         parts = [int(float(x)) for x in parts]

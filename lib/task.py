@@ -2,7 +2,7 @@
 
 One :class:`SegmentationTask` per task (``--conf task``). Everything that depends on the task reads it from
 here: the infer and train tasks, the search, scoring, metrics, the preprocessing builder
-(:mod:`lib.preprocessing`), benchmarks and data tools. The hardware side (network width, sliding window,
+(:mod:`lib.transforms.preprocessing`), benchmarks and data tools. The hardware side (network width, sliding window,
 file names) is a :class:`lib.profiles.Profile`.
 
 ``pancreas`` is the model-zoo bundle ``pancreas_ct_dints_segmentation`` (MSD Task07: pancreas 1, tumour 2,

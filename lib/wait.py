@@ -1,12 +1,21 @@
-"""Waiting for a service process we started (the app's server, Orthanc) to answer over HTTP."""
+"""Services we start on this machine (the app's server, Orthanc, a training rendezvous): a free loopback port for
+one, and waiting for it to answer over HTTP."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from typing import Callable
 
 import requests
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it); the caller binds it soon after."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_until_serving(proc: subprocess.Popen, url: str, timeout: float, name: str,

@@ -19,7 +19,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lib.evaluation import HELD_OUT_SEED_BASE, evaluate_phantoms, make_infer_task, segment_file  # noqa: E402
+from lib.data.seeds import HELD_OUT_SEED_BASE, seed_range  # noqa: E402
+from lib.evaluation import evaluate_phantoms, make_infer_task, segment_file  # noqa: E402
 from lib.metrics import dice, mean_ignoring_nan  # noqa: E402
 
 REAL_CT = REPO_ROOT.parent / "shared" / "data" / "real-ct"
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     print(f"model: {task.model_info()}  profile: {task.profile.name}")
 
     t0 = time.time()
-    rows = evaluate_phantoms(task, range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + args.cases), preset=args.preset)
+    rows = evaluate_phantoms(task, seed_range(HELD_OUT_SEED_BASE, args.cases), preset=args.preset)
     if task.task.name != "pancreas":  # e.g. --conf task spleen: Dice per label, nothing pancreas-specific
         for name in task.task.labels:
             vals = [r[name] for r in rows]

@@ -25,8 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-TRAIN_SEED_BASE = 5000
-VAL_SEED_BASE = 9000
+from lib.data.seeds import TRAIN_SEED_BASE, VAL_SEED_BASE, seed_range, seed_span  # noqa: E402
 
 
 def write_phantoms(folder: Path, seeds, task: str, preset: str = "train") -> list[dict]:
@@ -77,15 +76,15 @@ def main(argv=None) -> int:
     cfg = parse_request(SEARCH_PARAMS, request)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        train = write_phantoms(Path(tmp), range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + args.train_cases), task.name)
-        val = write_phantoms(Path(tmp), range(VAL_SEED_BASE, VAL_SEED_BASE + args.val_cases), task.name)
+        train = write_phantoms(Path(tmp), seed_range(TRAIN_SEED_BASE, args.train_cases), task.name)
+        val = write_phantoms(Path(tmp), seed_range(VAL_SEED_BASE, args.val_cases), task.name)
         half = len(train) // 2
         cfg.update({
             "device_type": "cpu", "world_size": 1, "task": task.name, "spacing": task.spacing_for("cpu"),
             "items_w": train[:half], "items_a": train[half:], "items_val": val, "out_file": out,
             "search_params": {**{p.name: cfg[p.name] for p in SEARCH_PARAMS},
-                              "data": f"{task.name} phantoms, seeds {TRAIN_SEED_BASE}..{TRAIN_SEED_BASE + args.train_cases - 1} "
-                                      f"(validation {VAL_SEED_BASE}..{VAL_SEED_BASE + args.val_cases - 1})",
+                              "data": f"{task.name} phantoms, seeds {seed_span(TRAIN_SEED_BASE, args.train_cases)} "
+                                      f"(validation {seed_span(VAL_SEED_BASE, args.val_cases)})",
                               "command": "python scripts/search_cpu_arch.py " + " ".join(argv if argv is not None else sys.argv[1:])},
             "stats_path": os.path.join(tmp, "search_stats.json"), "log_dir": None, "stats_base": {},
         })

@@ -29,11 +29,10 @@ import torch  # noqa: E402
 
 from lib import atomic  # noqa: E402
 from lib.data.phantom import make_phantom, task_label, write_volume  # noqa: E402
+from lib.data.seeds import REFINER_TRAIN_SEED_BASE, VAL_SEED_BASE, seed_range, seed_span  # noqa: E402
 from lib.robot_user import dice  # noqa: E402
 from lib.transforms.boundary_refine import BoundaryRefiner, band_samples, ras_view  # noqa: E402
 
-TRAIN_SEED_BASE = 7000
-VAL_SEED_BASE = 9000
 
 
 def automatic_answers(task_name: str, model_dir: str, conf: dict, seeds, preset: str):
@@ -96,10 +95,10 @@ def main(argv=None) -> int:
         conf["interactive_model_file"] = os.path.abspath(args.interactive_model_file)
     t0 = time.time()
 
-    print(f"training phantoms: seeds {TRAIN_SEED_BASE}..{TRAIN_SEED_BASE + args.train_cases - 1}", flush=True)
+    print(f"training phantoms: seeds {seed_span(REFINER_TRAIN_SEED_BASE, args.train_cases)}", flush=True)
     xs, ys, spacings, checksum = [], [], [], ""
     for seed, ph, truth, label, spacing, checksum in automatic_answers(
-            args.task, args.model_dir, conf, range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + args.train_cases), args.preset):
+            args.task, args.model_dir, conf, seed_range(REFINER_TRAIN_SEED_BASE, args.train_cases), args.preset):
         x, idx = band_samples(ph.image, label, ph.affine, args.band)
         xs.append(x)
         ys.append(ras_view(truth, ph.affine)[tuple(idx.T)] == 1)
@@ -113,18 +112,18 @@ def main(argv=None) -> int:
 
     before, after = [], []
     if args.val_cases:
-        print(f"validation phantoms: seeds {VAL_SEED_BASE}..{VAL_SEED_BASE + args.val_cases - 1}", flush=True)
+        print(f"validation phantoms: seeds {seed_span(VAL_SEED_BASE, args.val_cases)}", flush=True)
         for seed, ph, truth, label, spacing, _ in automatic_answers(
-                args.task, args.model_dir, conf, range(VAL_SEED_BASE, VAL_SEED_BASE + args.val_cases), args.preset):
+                args.task, args.model_dir, conf, seed_range(VAL_SEED_BASE, args.val_cases), args.preset):
             refined = label.copy()
             refiner.refine(ph.image.astype(np.float32), refined, ph.affine)
             before.append((dice(label, truth, 1), dice(label, truth, 2)))
             after.append((dice(refined, truth, 1), dice(refined, truth, 2)))
         b_, a_ = np.mean(before, 0), np.mean(after, 0)
         print(f"validation Dice pancreas {b_[0]:.4f} -> {a_[0]:.4f}, tumour {b_[1]:.4f} -> {a_[1]:.4f}", flush=True)
-    meta = {"trained_on": f"phantoms ({args.preset}), seeds {TRAIN_SEED_BASE}..{TRAIN_SEED_BASE + args.train_cases - 1}",
+    meta = {"trained_on": f"phantoms ({args.preset}), seeds {seed_span(REFINER_TRAIN_SEED_BASE, args.train_cases)}",
             "network_checksum": checksum, "samples": int(len(y)), "l2": args.l2,
-            "validation": {"seeds": f"{VAL_SEED_BASE}..{VAL_SEED_BASE + args.val_cases - 1}",
+            "validation": {"seeds": seed_span(VAL_SEED_BASE, args.val_cases),
                            "dice_before": [float(v) for v in np.mean(before, 0)] if before else None,
                            "dice_after": [float(v) for v in np.mean(after, 0)] if after else None},
             "seconds": round(time.time() - t0, 1)}

@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 from monai.utils import set_determinism  # noqa: E402
 
+from lib.data.seeds import TRAIN_SEED_BASE, VAL_SEED_BASE, seed_range, seed_span  # noqa: E402
 from lib.networks.arch_code import load_arch_code  # noqa: E402
 from lib.networks.factory import build_network, count_parameters, save_checkpoint  # noqa: E402
 from lib.profiles import get_profile, normalise_network  # noqa: E402
@@ -51,9 +52,6 @@ from lib.task import get_task  # noqa: E402
 from lib.trainers.click_simulation import ClickSimulation  # noqa: E402
 from lib.trainers.distributed import resolve_device  # noqa: E402
 from lib.trainers.phantom_fit import fit, prepare_phantoms  # noqa: E402
-
-TRAIN_SEED_BASE = 5000
-VAL_SEED_BASE = 9000
 
 
 def expand_from(net: torch.nn.Module, path: str) -> str:
@@ -135,9 +133,9 @@ def main(argv=None) -> int:
           f"{count_parameters(net) / 1e6:.2f} M parameters; task {task.name} {dict(task.labels)}")
 
     t0 = time.time()
-    train = prepare_phantoms(task, range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + args.train_cases), spacing, roi,
+    train = prepare_phantoms(task, seed_range(TRAIN_SEED_BASE, args.train_cases), spacing, roi,
                              workers=args.workers)
-    val = prepare_phantoms(task, range(VAL_SEED_BASE, VAL_SEED_BASE + args.val_cases), spacing, roi, crop_masks=False,
+    val = prepare_phantoms(task, seed_range(VAL_SEED_BASE, args.val_cases), spacing, roi, crop_masks=False,
                            workers=args.workers)
     amp = args.amp and device.type == "cuda"
     print(f"data ready in {time.time() - t0:.0f}s; training on {device}{' (bf16 autocast)' if amp else ''}", flush=True)
@@ -147,7 +145,7 @@ def main(argv=None) -> int:
             "profile": "cpu", "channel_mul": profile.channel_mul, "spacing": list(spacing), "task": task.name,
             "network": network, "num_classes": task.num_classes, "labels": dict(task.labels),
             "in_channels": in_channels, "interactive": bool(args.interactive),
-            "trained_on": f"phantoms, seeds {TRAIN_SEED_BASE}..{TRAIN_SEED_BASE + args.train_cases - 1}",
+            "trained_on": f"phantoms, seeds {seed_span(TRAIN_SEED_BASE, args.train_cases)}",
             "step": step, "validation_dice": dice,
         }
         save_checkpoint(model, arch, out, meta=meta, half=True)

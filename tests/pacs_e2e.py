@@ -382,9 +382,10 @@ def main(argv=None) -> int:
     run = Run(out)
     tmp = Path(tempfile.mkdtemp(prefix="pacs_e2e_", dir=out))
     from conftest import copy_model_dir
-    from server import Server, free_port
+    from server import Server
 
     from lib.pacs.orthanc import start
+    from lib.wait import free_port
 
     orthanc = server = None
     try:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from lib.atomic import sha256_file
 
 HOSTILE_IDS = ["..", "../model/x", "a/b", "a\\b", "/etc/passwd", ".hidden", "x" * 300, "a\x00b", "a\nb",
                "%2e%2e", "phantom_009/../../model", "-rf", " "]
@@ -22,7 +23,7 @@ def tree_hash(*folders: Path) -> dict[str, str]:
                 if name == ".lock":
                     continue
                 path = Path(root) / name
-                out[str(path.relative_to(folder.parent))] = hashlib.sha256(path.read_bytes()).hexdigest()
+                out[str(path.relative_to(folder.parent))] = sha256_file(path)
     return out
 
 
@@ -48,4 +49,4 @@ def label_for(studies: Path, image_id: str, path: Path, values=(0, 1, 2), dtype=
 
 
 def sha(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)

@@ -284,15 +284,15 @@ def test_token_file_mode_with_the_stock_client(module_tmp, tmp_path):
 
 @pytest.mark.server
 def test_deleting_an_image_keeps_it_recoverable(server, issuer):
-    import hashlib
+    from lib.atomic import sha256_file
 
     images = sorted(p.name[:-7] for p in server.studies.glob("*.nii.gz"))
     victim = images[-1]
-    original = hashlib.sha256((server.studies / f"{victim}.nii.gz").read_bytes()).hexdigest()
+    original = sha256_file(server.studies / f"{victim}.nii.gz")
     r = _call(server, "DELETE", "/datastore/image", {"params": {"id": victim}}, issuer.token("admin", [ADMIN]))
     assert r.status_code == 200, r.text
     kept = server.studies / r.json()["kept_as"]
-    assert kept.parent.name == ".deleted" and hashlib.sha256(kept.read_bytes()).hexdigest() == original
+    assert kept.parent.name == ".deleted" and sha256_file(kept) == original
     listing = _call(server, "GET", "/datastore/", {"params": {"output": "all"}}, issuer.token("user", [USER])).json()
     assert victim not in listing["objects"] and images[0] in listing["objects"]
 

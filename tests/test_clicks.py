@@ -77,7 +77,7 @@ def test_clicks_reach_the_same_model_voxel_from_ras_lps_and_permuted_files(tmp_p
     import nibabel as nib
     from monai.transforms import Compose
 
-    from lib.preprocessing import ct_preprocessing
+    from lib.transforms.preprocessing import ct_preprocessing
     from lib.task import get_task
 
     rng = np.random.default_rng(0)

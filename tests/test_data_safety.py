@@ -22,6 +22,7 @@ from safety_helpers import HOSTILE_IDS, label_for, sha, tree_hash
 from server import Server
 
 from lib.datastore.label_check import read_geometry
+from lib.networks.factory import file_checksum
 from lib.transforms.writer import write_nrrd
 
 pytestmark = pytest.mark.server
@@ -202,6 +203,7 @@ def test_float_labels_with_whole_values_are_stored_as_integers(server, module_tm
     {"sw_overlap": 0.99}, {"sw_overlap": 2}, {"sw_overlap": -1}, {"sw_overlap": "abc"}, {"sw_overlap": True},
     {"sw_batch_size": 0}, {"sw_batch_size": -3}, {"sw_batch_size": "abc"}, {"sw_batch_size": 1.5},
     {"sw_batch_size": 100000}, {"backend": "nope"}, {"result_extension": ".exe"}, {"min_component_fraction": 3},
+    {"fast_path": "flase"}, {"save_label": "maybe"},
 ])
 def test_bad_inference_parameters_are_400_before_any_work(server, params):
     t0 = time.time()
@@ -223,6 +225,8 @@ def test_malformed_requests_get_json_errors(server):
     refused(requests.post(f"{u}/train/dints_pancreas", json={"epochs": "many"}, timeout=30), 400)
     refused(requests.post(f"{u}/train/no_such_trainer", json={}, timeout=30), 404)
     refused(requests.post(f"{u}/scoring/no_such_method", json={}, timeout=30), 404)
+    refused(requests.post(f"{u}/scoring/dints_uncertainty", json={"force": "maybe"}, timeout=30), 400)
+    refused(requests.post(f"{u}/train/dints_pancreas", json={"enqueue": "maybe"}, timeout=30), 400)
     refused(requests.post(f"{u}/activelearning/no_such_strategy", json={}, timeout=30), 404)
     refused(requests.get(f"{u}/session/0123-unknown", timeout=30), 404)
     refused(requests.get(f"{u}/datastore/label/version", params={"image": IMAGE, "rev": 99}, timeout=30), 404)
@@ -465,6 +469,9 @@ def test_weights_upload_is_checked_and_keeps_the_previous_file(server):
         r = requests.put(f"{server.url}/model/dints_pancreas", files={"file": ("w.pt", f)}, timeout=60)
     assert r.status_code == 200, r.text
     assert sha(target) == sha(shipped)
+    # one checksum format: what PUT /model answers is what /info and every inference report
+    info = requests.get(f"{server.url}/info/", timeout=30).json()["models"]["dints_pancreas"]["model"]
+    assert r.json()["checksum"] == file_checksum(target) == info["checksum"], (r.json(), info)
     with open(shipped, "rb") as f:
         assert requests.put(f"{server.url}/model/dints_pancreas", files={"file": ("w.pt", f)}, timeout=60).status_code == 200
     assert [p.name for p in server.model_dir.glob("dints_pancreas_cpu.pt.*.replaced")]

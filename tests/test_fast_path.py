@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from lib import metrics
 from lib.runtime.fast_path import FastPathOptions, fast_pass, full_pass
 from lib.transforms.restore import resample_argmax, restore_label
 
@@ -15,8 +16,8 @@ ROI = (32, 32, 32)
 
 
 def dice(a, b) -> float:
-    a, b = a > 0, b > 0
-    return 2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
+    """Foreground Dice (lib.metrics), 0 when both are empty: an empty answer never passes as agreement here."""
+    return metrics.dice(np.asarray(a) > 0, np.asarray(b) > 0, True, empty=0.0)
 
 
 class BlobDetector(nn.Module):
@@ -152,3 +153,27 @@ def test_fast_path_agrees_with_full_window_on_phantoms(seed, tmp_path):
     assert dice(fast, full) >= 0.98, (dice(fast, full), result["inference"])
     if (full == 1).sum() > 100:
         assert dice(fast == 1, full == 1) >= 0.98
+
+
+def test_a_request_is_checked_once_and_before_any_image_work(monkeypatch):
+    """The app checks a request before it waits for the inference slot (``checked``) and the task does not check
+    it again; an unchecked request (in-process callers) is checked by the task, before the pipeline runs."""
+    from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+    from lib.errors import InputError
+    from lib.infers.served_task import CHECKED_KEY, RequestChecked
+
+    task, other = _shipped_task_or_skip(fast=True), _shipped_task_or_skip(fast=True)
+    calls, pipeline = [], []
+    real = task.check_request
+    monkeypatch.setattr(task, "check_request", lambda request: calls.append(dict(request)) or real(request))
+    monkeypatch.setattr(BasicInferTask, "__call__", lambda self, request, callbacks=None: pipeline.append(1) or ("label", {}))
+    request = task.checked({"image": "x.nii.gz", "sw_overlap": 0.5})
+    assert task(request) == ("label", {}) and len(calls) == 1
+    assert task({"image": "x.nii.gz"}) == ("label", {}) and len(calls) == 2  # not marked: the task checks it
+    with pytest.raises(InputError, match="sw_overlap"):
+        task.checked({"image": "x.nii.gz", "sw_overlap": 2})
+    for mark in (str(id(task)), {"task": id(task)}, RequestChecked(id(other))):  # JSON cannot forge it, nor another task
+        with pytest.raises(InputError, match="fast_path"):
+            task({"image": "x.nii.gz", "fast_path": "flase", CHECKED_KEY: mark})
+    assert len(pipeline) == 2, "a bad request reached the pipeline"

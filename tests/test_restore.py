@@ -111,3 +111,18 @@ def test_restore_samples_only_near_foreground_with_the_same_result(name):
     every_voxel = resample_argmax(scores, shifted, affine, shape)
     assert (every_voxel > 0).sum() > 100
     np.testing.assert_array_equal(restore_label(scores, offset, model_affine, affine, shape), every_voxel)
+
+
+def test_one_dice_and_its_empty_convention():
+    from lib import robot_user
+    from lib.metrics import dice_per_class
+
+    assert robot_user.dice is dice  # the robot user's curves and the reports use the same Dice
+    empty, blob = np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8)
+    blob[0, 0, :2] = 1
+    assert dice(empty, empty, 1) == 1.0  # nothing to find, nothing found
+    assert dice(empty, blob, 1) == 0.0 and dice(blob, blob, 1) == 1.0
+    assert np.isnan(dice(empty, empty, 1, empty=float("nan")))
+    per_class = dice_per_class(blob, blob, {1: "pancreas", 2: "tumor"})  # averages skip a class absent from both
+    assert per_class["pancreas"] == 1.0 and np.isnan(per_class["tumor"])
+    assert dice(empty > 0, blob > 0, True) == 0.0

@@ -23,12 +23,13 @@ from conftest import REPO_ROOT, copy_model_dir
 from server import Server
 
 from lib.data.phantom import make_phantom, save_phantom
+from lib.data.seeds import HELD_OUT_SEED_BASE
 from lib.datastore.label_check import check_label
 from lib.datastore.local import AnnotationDatastore
 from lib.errors import InputError
 
 LABELS = {"pancreas": 1, "tumor": 2}
-SEED = 9520  # a phantom with a tumour in the pancreas
+SEED = HELD_OUT_SEED_BASE + 20  # 9520: a phantom with a tumour in the pancreas
 
 
 # ---- the rule, in-process --------------------------------------------------------------------------------

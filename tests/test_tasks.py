@@ -11,7 +11,8 @@ from monai.transforms import Compose
 from lib.data.phantom import make_phantom, save_phantom, task_label
 from lib.evaluation import make_infer_task
 from lib.networks.factory import CheckpointError, build_unet, count_parameters, load_network, save_checkpoint
-from lib.params import parse_request
+from lib.errors import InputError
+from lib.params import parse_request, request_flag, truthy
 from lib.task import TASKS, get_task
 from lib.trainers.tasks import SEARCH_PARAMS, TRAIN_PARAMS, scale_schedule
 from lib.transforms.train import preprocessing
@@ -99,6 +100,23 @@ def test_click_simulation_parameters_are_range_checked():
     for bad in ({"no_click_prob": 1.01}, {"deepest_prob": -0.1}, {"focus_weight": "nan"}, {"click_rounds": 21}):
         with pytest.raises(ValueError, match="must be between"):
             parse_request(INTERACTIVE_PARAMS, bad)
+
+
+def test_one_boolean_parser_refuses_what_is_not_a_boolean():
+    for word in ("1", "true", "True", " yes ", "on", "y", "t", True, 1):
+        assert truthy(word) is True, word
+    for word in ("0", "false", "FALSE", "no", "off", "n", "f", False, 0, None):
+        assert truthy(word) is False, word
+    for bad in ("flase", "", "2", 2, [], "maybe"):
+        with pytest.raises(ValueError, match="fast_path must be a boolean"):
+            truthy(bad, "fast_path")
+    assert request_flag({"force": "yes"}, "force") is True and request_flag({}, "force") is False
+    assert request_flag({"fast_path": " "}, "fast_path", True) is True  # a blank field is the default, as in parse_value
+    with pytest.raises(InputError, match="force must be a boolean") as exc:
+        request_flag({"force": "sure"}, "force")
+    assert exc.value.status_code == 400
+    with pytest.raises(ValueError, match="'amp': cannot read"):  # a train task's bool parameter
+        parse_request(TRAIN_PARAMS, {"amp": "maybe"})
 
 
 def test_tta_score_of_a_task_without_a_lesion_is_the_organ_term():

@@ -115,6 +115,26 @@ def test_request_parameters_parse_strings_and_defaults():
     assert "| `ram_cost_factor` | `0.8` |" in P.params_markdown(SEARCH_PARAMS)
 
 
+def test_train_config_is_typed_and_built_in_one_place(tiny_studies, model_dir):
+    from dataclasses import fields
+
+    from lib.trainers.tasks import COMMON_PARAMS, INTERACTIVE_PARAMS, TRAIN_PARAMS
+    from lib.trainers.train_config import TrainConfig
+
+    assert {p.name for p in TRAIN_PARAMS + COMMON_PARAMS + INTERACTIVE_PARAMS} <= {f.name for f in fields(TrainConfig)}
+    _, _, train = _tasks(model_dir)
+    ds = _datastore(tiny_studies)
+    cfg = train.train_config({"epochs": "3", "amp": "false", "crop_size": "32"}, ds)
+    assert isinstance(cfg, TrainConfig) and cfg.epochs == 3 and cfg.amp is False and cfg.crop_size == (32, 32, 32)
+    # what the request leaves to the profile, and the click settings' defaults for a model without clicks
+    assert cfg.sw_overlap == train.profile.sw_overlap and tuple(cfg.val_roi_size) == tuple(train.profile.roi_size)
+    assert cfg.no_click_prob == 0.3 and cfg.deepest_prob == 0.0 and not cfg.interactive and cfg.in_channels == 1
+    assert cfg.items_train and cfg.items_val and cfg.world_size == 1 and cfg.stats_base["request"]["epochs"] == 3
+    for bad, what in (({"publish_policy": "sometimes"}, "publish_policy"), ({"amp": "maybe"}, "amp")):
+        with pytest.raises(ValueError, match=what):
+            train.train_config(bad, ds)
+
+
 def test_partition_even_and_uneven():
     assert distributed.partition([1, 2, 3], 0, 2) == [1, 3] and distributed.partition([1, 2, 3], 1, 2) == [2, 1]
     assert distributed.partition([1, 2, 3], 1, 2, even=False) == [2]

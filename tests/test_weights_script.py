@@ -15,6 +15,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 import train_cpu_weights  # noqa: E402
 
+from lib.data.seeds import TRAIN_SEED_BASE, seed_range  # noqa: E402
 from lib.networks.arch_code import load_arch_code  # noqa: E402
 from lib.networks.factory import load_network  # noqa: E402
 from lib.task import get_task  # noqa: E402
@@ -42,9 +43,10 @@ def test_tiny_interactive_run_writes_a_checkpoint_the_app_loads(tmp_path, capsys
 
 def test_phantoms_prepared_in_several_processes_are_the_same_volumes():
     task = get_task("pancreas")
-    one = prepare_phantoms(task, [5000, 5001], (2.0, 2.0, 2.0), (32, 32, 32), workers=1)
-    two = prepare_phantoms(task, [5000, 5001], (2.0, 2.0, 2.0), (32, 32, 32), workers=2)
-    assert [p["seed"] for p in two] == [5000, 5001]
+    seeds = list(seed_range(TRAIN_SEED_BASE, 2))
+    one = prepare_phantoms(task, seeds, (2.0, 2.0, 2.0), (32, 32, 32), workers=1)
+    two = prepare_phantoms(task, seeds, (2.0, 2.0, 2.0), (32, 32, 32), workers=2)
+    assert [p["seed"] for p in two] == seeds
     for a, b in zip(one, two):
         for key in ("image", "label"):
             assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key]))

@@ -13,7 +13,6 @@ current file, which :meth:`LabelHistory.reconcile` completes at the next start.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,14 +24,6 @@ from lib.datastore.names import check_inside, check_name
 
 HISTORY_DIR = ".label_history"
 INDEX = "index.json"
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class LabelHistory:
@@ -107,7 +98,7 @@ class LabelHistory:
         path = os.path.join(self.folder(tag, image_id), name)
         atomic.copy_file(src, path)
         return self._append(tag, image_id, index, rev,
-                            {"file": name, "sha256": sha256(path), "size": os.path.getsize(path)}, meta)
+                            {"file": name, "sha256": atomic.sha256_file(path), "size": os.path.getsize(path)}, meta)
 
     def add_deletion(self, tag: str, image_id: str, meta: dict) -> dict:
         index = self.index(tag, image_id)

@@ -26,7 +26,7 @@ from typing import Any
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
 from lib import atomic
-from lib.datastore.history import HISTORY_DIR, LabelHistory, sha256
+from lib.datastore.history import HISTORY_DIR, LabelHistory
 from lib.datastore.label_check import LABEL_EXTENSIONS, check_label, check_volume_file, file_extension, write_like
 from lib.datastore.names import check_inside, check_name, name_problem
 from lib.errors import InputError
@@ -149,7 +149,7 @@ class AnnotationDatastore(LocalDatastore):
         if current is None:
             return None
         head = self.history.head(tag, image_id)
-        if head is not None and not head.get("deleted") and head["sha256"] == sha256(current):
+        if head is not None and not head.get("deleted") and head["sha256"] == atomic.sha256_file(current):
             return head
         entry = self.history.add(tag, image_id, current, file_extension(current), {"source": "found on disk"})
         logger.info(f"Label {image_id}/{tag}: the file on disk kept as revision {entry['rev']}")
@@ -273,7 +273,7 @@ class AnnotationDatastore(LocalDatastore):
                 current = self._current_label(image_id, tag)
                 content = [v for v in versions if not v.get("deleted")]
                 if head.get("deleted"):
-                    if current and content and sha256(current) == content[-1]["sha256"]:
+                    if current and content and atomic.sha256_file(current) == content[-1]["sha256"]:
                         os.unlink(current)  # a delete killed after its index entry
                         self._datastore.objects[image_id].labels.pop(tag, None)
                         changed = True
@@ -284,7 +284,7 @@ class AnnotationDatastore(LocalDatastore):
                 if current is None:
                     finish = True  # the first save killed before the current file was written
                 else:
-                    digest = sha256(current)
+                    digest = atomic.sha256_file(current)
                     if digest == head["sha256"]:
                         finish = False
                     elif len(content) > 1 and digest == content[-2]["sha256"]:

@@ -1,6 +1,6 @@
 """The segmentation infer task of every ``--conf task`` / ``--conf network`` (``dints_pancreas`` by default).
 
-Pipeline: load + validate -> the task's preprocessing (:mod:`lib.preprocessing`: channel first -> RAS ->
+Pipeline: load + validate -> the task's preprocessing (:mod:`lib.transforms.preprocessing`: channel first -> RAS ->
 model spacing -> HU window to 0..1) -> sliding window (Gaussian blending; by default the coarse-to-fine fast
 path of :mod:`lib.runtime.fast_path`) -> softmax -> small stray components dropped (``--conf
 min_component_fraction``) -> resample back to the input's exact grid + argmax -> uint8 label, written as
@@ -22,8 +22,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.errors import InputError
 from lib.infers.served_task import ServedTask
-from lib.params import truthy
-from lib.preprocessing import ct_preprocessing
+from lib.params import request_flag
 from lib.profiles import NETWORK_TITLES, Profile
 from lib.runtime.backends import EAGER_BACKENDS, BackendOptions, PreparedModel, is_cuda, normalise_backend
 from lib.runtime.fast_path import FastPathOptions, configure_threads, fast_pass, full_pass
@@ -31,6 +30,7 @@ from lib.runtime.served_model import ServedModel
 from lib.task import SegmentationTask
 from lib.transforms.components import DEFAULT_MIN_FRACTION, DropSmallComponentsd, parse_min_fraction
 from lib.transforms.load import InputLimits
+from lib.transforms.preprocessing import ct_preprocessing
 from lib.transforms.restore import RestoreLabeld
 from lib.transforms.writer import normalise_extension, write_label
 
@@ -119,7 +119,7 @@ class SegmentationInfer(ServedTask):
             n_bytes = 2 * self.task.num_classes * image[0].numel() * 4
             stitch = sw_device if n_bytes < GPU_STITCH_BYTES else torch.device("cpu")
             image = image.to(stitch)
-        use_fast = truthy(data.get("fast_path", self.fast_path.enabled))
+        use_fast = request_flag(data, "fast_path", self.fast_path.enabled)
         if use_fast:
             result = fast_pass(image, model.forward, self.roi_size, sw_batch, overlap, self.profile.spacing,
                                self.fast_path, device=stitch, sw_device=sw_device, any_shape=model.backend in EAGER_BACKENDS,
@@ -205,9 +205,10 @@ class SegmentationInfer(ServedTask):
             raise InputError(str(exc), 400) from exc
         self.window_settings(request)
         self.component_fraction(request)
+        request_flag(request, "fast_path", self.fast_path.enabled)
 
     def __call__(self, request, callbacks=None):
-        self.check_request(request)
+        self.check_once(request)
         return super().__call__(request, callbacks)
 
 

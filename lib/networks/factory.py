@@ -13,7 +13,6 @@ Checkpoints we read:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -225,12 +224,10 @@ def input_channels(net: torch.nn.Module) -> int:
 
 
 def file_checksum(path: str | os.PathLike, length: int = 12) -> str:
-    """Short sha256 of a file: the model identity shown in /info and stored with scores."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
+    """The one model checksum format: the first 12 hex digits of the file's sha256 (:func:`lib.atomic.sha256_file`).
+    It is the model identity in ``/info``, in every inference's answer, in ``PUT /model``'s answer and stored with
+    the scores, so all of them can be compared with each other."""
+    return atomic.sha256_file(path)[:length]
 
 
 def count_parameters(net: torch.nn.Module) -> int:

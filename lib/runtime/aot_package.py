@@ -43,6 +43,25 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 INDUCTOR_CONFIGS = {"freezing": True}
 
 
+class BackendUnavailable(RuntimeError):
+    """This backend cannot run here; the message says why (it is logged, then we fall back).
+
+    Defined here, the lowest module that raises it: :mod:`lib.runtime.backends` imports it (and
+    :func:`check_cpu_compiler`) from here, and this module never imports backends, so there is no import circle."""
+
+
+def check_cpu_compiler() -> None:
+    """Inductor on the CPU writes C++ and needs a compiler to build it (this package and the ``compile`` backend)."""
+    import shutil
+
+    from torch._inductor import config as inductor_config
+
+    cxx = inductor_config.cpp.cxx
+    names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
+    if not any(shutil.which(c) for c in names + ["g++", "c++", "clang++"]):
+        raise BackendUnavailable("compiling for the CPU needs a C++ compiler (g++/clang++), none found on PATH")
+
+
 def aot_package_path(weights_path: str, checksum: str, opts) -> str:
     """Where the AOTInductor CPU package of these weights / window / batch / libraries lives."""
     engine_dir = opts.engine_dir or default_engine_dir(weights_path)
@@ -176,7 +195,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from lib.networks.factory import NetworkSpec
-    from lib.runtime.backends import check_cpu_compiler
 
     try:
         check_cpu_compiler()

@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from lib import atomic
-from lib.runtime.aot_package import aot_package_path
+# BackendUnavailable and check_cpu_compiler live in aot_package, below this module, which raises them too
+from lib.runtime.aot_package import BackendUnavailable, aot_package_path, check_cpu_compiler
 from lib.runtime.engine_cache import cached_engine_path, prune_engines
 from lib.networks.factory import input_channels
 from lib.runtime.static_dints import static_network
@@ -51,10 +52,6 @@ BACKENDS = ("auto", "torch", "amp", "compile", "aot", "torchscript", "tensorrt")
 EAGER_BACKENDS = ("torch", "amp")  # run any input shape as is (compiled and traced ones are built for the window)
 PRECISIONS = ("fp32", "fp16")
 DEFAULT_BATCH_RANGE = (1, 8)
-
-
-class BackendUnavailable(RuntimeError):
-    """This backend cannot run here; the message says why (it is logged, then we fall back)."""
 
 
 def normalise_backend(name: str | None) -> str:
@@ -165,18 +162,6 @@ def _build_torch(net, device, amp: bool) -> tuple[Callable, str]:
             raise BackendUnavailable("AMP (fp16 autocast) needs CUDA; this device is the CPU")
         return AutocastModel(net, "cuda"), "amp-fp16"
     return net, "fp32"
-
-
-def check_cpu_compiler() -> None:
-    """Inductor on the CPU writes C++ and needs a compiler to build it."""
-    import shutil
-
-    from torch._inductor import config as inductor_config
-
-    cxx = inductor_config.cpp.cxx
-    names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
-    if not any(shutil.which(c) for c in names + ["g++", "c++", "clang++"]):
-        raise BackendUnavailable("compiling for the CPU needs a C++ compiler (g++/clang++), none found on PATH")
 
 
 def _check_inductor(device) -> None:

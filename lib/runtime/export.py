@@ -14,13 +14,12 @@ from lib.runtime.backends import (
     BackendOptions,
     BackendUnavailable,
     build_tensorrt,
-    check_cpu_compiler,
     normalise_precision,
     trace_model,
 )
 from lib import atomic
 from lib.networks.factory import NetworkSpec, file_checksum, input_channels
-from lib.runtime.aot_package import aot_package_path
+from lib.runtime.aot_package import aot_package_path, check_cpu_compiler
 from lib.runtime.engine_cache import cached_engine_path, prune_engines
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """``dints_uncertainty``: the MONAI Label scoring method behind the ``uncertainty`` strategy.
 
 For every unlabelled image (no ``final`` label) it loads the CT exactly as the infer task does (the task's
-preprocessing, :mod:`lib.preprocessing`), runs :func:`lib.scoring.tta.score_volume` with the current
+preprocessing, :mod:`lib.transforms.preprocessing`), runs :func:`lib.scoring.tta.score_volume` with the current
 model and stores the result in the datastore's image info under ``dints_uncertainty``::
 
     {"score": 0.41, "pancreas": 0.38, "tumor": 0.44, "model": "<checksum of the weights file>",
@@ -27,11 +27,12 @@ from monai.transforms import Compose
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
-from lib.preprocessing import ct_preprocessing
+from lib.params import request_flag
 from lib.runtime.served_model import ServedModel
 from lib.scoring.tta import TTAOptions, score_volume
 from lib.task import SegmentationTask
 from lib.transforms.load import InputLimits
+from lib.transforms.preprocessing import ct_preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -135,9 +136,13 @@ class DiNTSUncertaintyScoring(ScoringMethod):
             torch.set_num_threads(self.threads)
 
     # ---- MONAI Label entry point -------------------------------------------------------------------
+    def check_request(self, request: dict[str, Any]) -> None:
+        """Refuse bad parameters in the request (``POST /scoring`` calls this before launching the run)."""
+        request_flag(request, "force")
+
     def __call__(self, request: dict[str, Any], datastore: Datastore):
         start = time.time()
-        force = str(request.get("force", "false")).lower() in ("1", "true", "yes")
+        force = request_flag(request, "force")
         path = self.served.path()
         if path is None:
             msg = f"no model weights found (looked for {', '.join(self.served.weights)}): nothing scored"

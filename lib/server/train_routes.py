@@ -115,15 +115,16 @@ def run_training(model: str, params: Optional[dict] = None, run_sync: Optional[b
     from monailabel.endpoints.train import run_model
     from monailabel.utils.async_tasks.utils import processes
 
-    from lib.params import truthy
+    from lib.params import request_flag
 
     instance = app_instance()
     check_name(model, "model name")
     if model not in instance._trainers:
         raise InputError(f"no trainer '{model}': choose one of {sorted(instance._trainers)}", 404)
     params = dict(params or {})
-    if "enqueue" in params:  # also accepted in the body
-        enqueue = enqueue or truthy(params.pop("enqueue"))
+    if "enqueue" in params:  # also accepted in the body (a bad value is a 400, never a silent False)
+        enqueue = request_flag(params, "enqueue") or enqueue
+        del params["enqueue"]
     _check_train_params(model, instance._trainers[model], params)
     if not (processes("train") and not enqueue):  # (a refused second run is MONAI Label's 429, below)
         _refuse_untrainable(instance, {model: params})
@@ -140,6 +141,9 @@ def run_scoring(method: str, params: Optional[dict] = None, run_sync: Optional[b
     check_name(method, "scoring method")
     if method not in instance._scoring_methods:
         raise InputError(f"no scoring method '{method}': choose one of {sorted(instance._scoring_methods)}", 404)
+    check = getattr(instance._scoring_methods[method], "check_request", None)
+    if check is not None:  # a bad parameter is a 400 here, not a failed task in the background process's log
+        check(dict(params or {}))
     return run_method(method, params, run_sync)
 
 
@@ -159,11 +163,9 @@ def next_sample(strategy: str, params: Optional[dict] = None, user: User = Depen
 def update_model(model: str, file: UploadFile = File(...), user: User = Depends(RBAC(ADMIN))):
     import time
 
-    from monailabel.utils.others.generic import file_checksum
-
     from lib import atomic
     from lib.networks.arch_code import ArchCodeError
-    from lib.networks.factory import CheckpointError
+    from lib.networks.factory import CheckpointError, file_checksum
 
     instance = app_instance()
     check_name(model, "model name")

@@ -6,19 +6,13 @@ Also the bundle's ``multi_gpu_train.yaml`` scaling of a request to N processes (
 from __future__ import annotations
 
 import os
-import socket
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
 
 from lib.trainers.progress import Progress
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from lib.wait import free_port
 
 
 def device_type(name: str | None) -> str:
@@ -63,7 +57,7 @@ def resolve_world(cfg: dict) -> tuple[str, int]:
     return device, max(1, n)
 
 
-def launch(worker: Callable, world_size: int, cfg: dict) -> None:
+def launch(worker: Callable, world_size: int, cfg) -> None:
     """Run ``worker(rank, world_size, cfg)``: in this process, or in ``world_size`` spawned processes."""
     if world_size == 1:
         worker(0, 1, cfg)
@@ -73,16 +67,22 @@ def launch(worker: Callable, world_size: int, cfg: dict) -> None:
     torch.multiprocessing.spawn(worker, args=(world_size, cfg), nprocs=world_size, join=True)
 
 
-def setup_process(rank: int, world_size: int, cfg: dict) -> torch.device:
-    threads = cfg["num_threads"] or max(1, (os.cpu_count() or 1) // world_size)
+def _setting(cfg, name: str) -> Any:
+    """A run setting of the search's configuration (a dict) or of a training run's (a ``TrainConfig``)."""
+    return cfg[name] if isinstance(cfg, Mapping) else getattr(cfg, name)
+
+
+def setup_process(rank: int, world_size: int, cfg) -> torch.device:
+    threads = _setting(cfg, "num_threads") or max(1, (os.cpu_count() or 1) // world_size)
     torch.set_num_threads(threads)
-    if cfg["device_type"] == "cuda":
+    device_type = _setting(cfg, "device_type")
+    if device_type == "cuda":
         torch.cuda.set_device(rank)
         device = torch.device(f"cuda:{rank}")
     else:
         device = torch.device("cpu")
     if world_size > 1:
-        dist.init_process_group(backend="nccl" if cfg["device_type"] == "cuda" else "gloo", rank=rank,
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", rank=rank,
                                 world_size=world_size)
     return device
 
@@ -92,11 +92,11 @@ def cleanup_process(world_size: int) -> None:
         dist.destroy_process_group()
 
 
-def run_rank(task: str, body: Callable, rank: int, world_size: int, cfg: dict) -> None:
+def run_rank(task: str, body: Callable, rank: int, world_size: int, cfg) -> None:
     """One rank of a task: set up the process, run ``body(rank, world_size, cfg, device, progress)``, and
     record a failure in the stats file (read by ``GET /info``) before re-raising it."""
     device = setup_process(rank, world_size, cfg)
-    progress = Progress(task, cfg["stats_path"], cfg["log_dir"], rank == 0, cfg["stats_base"])
+    progress = Progress(task, _setting(cfg, "stats_path"), _setting(cfg, "log_dir"), rank == 0, _setting(cfg, "stats_base"))
     try:
         body(rank, world_size, cfg, device, progress)
     except BaseException as exc:

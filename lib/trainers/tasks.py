@@ -23,6 +23,7 @@ from lib.task import SegmentationTask
 from lib.trainers.datalist import halves_by_hash, labelled_datalist, split_file, stable_split
 from lib.trainers.distributed import launch, resolve_world
 from lib.trainers.progress import read_stats
+from lib.trainers.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -284,13 +285,15 @@ class SegmentationTrainTask(_SegmentationTrainBase):
             raise ValueError(f"no architecture file {choice} in the model folder")
         return path
 
-    def __call__(self, request: dict, datastore) -> dict[str, Any]:
+    def train_config(self, request: dict, datastore) -> TrainConfig:
+        """The one place a training run's configuration is built: the request parsed and checked (ValueError),
+        the train/validation split of the datastore's labels, the schedule scaled to the processes, the
+        architecture and weights to start from, and the profile's validation window where the request leaves it."""
         from lib.networks.arch_code import load_arch_code
-        from lib.trainers.train_loop import train_worker
 
         cfg, train, val = self._base_cfg(request, datastore)
-        if cfg["publish_policy"] not in ("improve", "best", "always"):
-            raise ValueError("publish_policy must be improve, best or always")
+        if not self.interactive:  # the loop reads the click settings of every run; these are their defaults
+            cfg = {**parse_request(INTERACTIVE_PARAMS, {}), **cfg}
         cfg = scale_schedule(cfg)
         arch_file, arch, current_arch = None, None, None
         if self.network == "dints":
@@ -319,7 +322,13 @@ class SegmentationTrainTask(_SegmentationTrainBase):
         cfg["stats_base"] = dict(self._stats_base(cfg, train, val), arch_file=arch_file, architecture=described,
                                  network=self.network, trained_file=self.trained_file,
                                  epochs=cfg["epochs"], lr_step_epochs=cfg["lr_step_epochs"], val_interval=cfg["val_interval"])
-        logger.info(f"{self.task_name}: {len(train)} training / {len(val)} validation images, {described}, "
-                    f"{cfg['world_size']} process(es) on {cfg['device_type']}")
-        launch(train_worker, cfg["world_size"], cfg)
+        return TrainConfig(**cfg)
+
+    def __call__(self, request: dict, datastore) -> dict[str, Any]:
+        from lib.trainers.train_loop import train_worker
+
+        cfg = self.train_config(request, datastore)
+        logger.info(f"{self.task_name}: {len(cfg.items_train)} training / {len(cfg.items_val)} validation images, "
+                    f"{cfg.stats_base['architecture']}, {cfg.world_size} process(es) on {cfg.device_type}")
+        launch(train_worker, cfg.world_size, cfg)
         return self.stats()

@@ -6,7 +6,8 @@ momentum 0.9, weight decay 4e-5) with StepLR (gamma 0.5), AMP on CUDA, class-bal
 validation with mean Dice per class of the task. With N processes the learning rate is N x (and, by
 ``scale_schedule``, the epochs, step and interval, see :func:`lib.trainers.tasks.scale_schedule`). The best
 checkpoint is published atomically with ``save_checkpoint`` (architecture, network and class count embedded),
-so the running server's infer task loads it on its next request.
+so the running server's infer task loads it on its next request. The run's settings are one
+:class:`lib.trainers.train_config.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lib.task import get_task
 from lib.trainers.click_simulation import ClickSimulation
 from lib.trainers.data import train_loader, val_loader
 from lib.trainers.distributed import all_sum, broadcast_module, partition, run_rank
+from lib.trainers.train_config import TrainConfig
 from lib.trainers.validation import autocast, validate
 
 logger = logging.getLogger(__name__)
@@ -35,30 +37,30 @@ def same_arch(a, b) -> bool:
             and (a.node_a == b.node_a).all() and (a.arch_code_a == b.arch_code_a).all() and (a.arch_code_c == b.arch_code_c).all())
 
 
-def train_worker(rank: int, world_size: int, cfg: dict) -> None:
-    run_rank(cfg["name"], _train, rank, world_size, cfg)
+def train_worker(rank: int, world_size: int, cfg: TrainConfig) -> None:
+    run_rank(cfg.name, _train, rank, world_size, cfg)
 
 
-def _start_state(cfg: dict, arch):
+def _start_state(cfg: TrainConfig, arch):
     """The current weights' state dict when they belong to this network (and ``arch``): fine-tuning; else None."""
-    path = cfg.get("start_weights")
-    if not path or not os.path.exists(path) or not cfg["finetune"]:
-        return None, "from scratch (no current weights)" if cfg["finetune"] else "from scratch (finetune false)"
+    path = cfg.start_weights
+    if not path or not os.path.exists(path) or not cfg.finetune:
+        return None, "from scratch (no current weights)" if cfg.finetune else "from scratch (finetune false)"
     try:
         ckpt = load_checkpoint(path)
         meta = ckpt.get("meta", {}) if isinstance(ckpt.get("meta"), dict) else {}
-        if (str(meta.get("network", "dints")) != cfg["network"] or int(meta.get("num_classes", cfg["num_classes"])) != cfg["num_classes"]
-                or int(meta.get("in_channels", 1)) != cfg["in_channels"]):
+        if (str(meta.get("network", "dints")) != cfg.network or int(meta.get("num_classes", cfg.num_classes)) != cfg.num_classes
+                or int(meta.get("in_channels", 1)) != cfg.in_channels):
             return None, f"from scratch ({os.path.basename(path)} is another network, task or model kind)"
-        if cfg["network"] != "dints":
+        if cfg.network != "dints":
             state = {k: v.float() if v.is_floating_point() else v for k, v in extract_state_dict(ckpt).items()}
             return state, f"fine-tuning {os.path.basename(path)}"
         ckpt_arch = embedded_arch(ckpt)
-        if ckpt_arch is None and cfg.get("current_arch"):  # a bare state dict (the bundle's model.pt)
-            ckpt_arch = arch_code_from_mapping(cfg["current_arch"])
+        if ckpt_arch is None and cfg.current_arch:  # a bare state dict (the bundle's model.pt)
+            ckpt_arch = arch_code_from_mapping(cfg.current_arch)
         if not same_arch(ckpt_arch, arch):
             return None, f"from scratch (architecture differs from {os.path.basename(path)})"
-        if float(meta.get("channel_mul", cfg["channel_mul"])) != float(cfg["channel_mul"]):
+        if float(meta.get("channel_mul", cfg.channel_mul)) != float(cfg.channel_mul):
             return None, f"from scratch (channel_mul differs from {os.path.basename(path)})"
         state = {k: v.float() if v.is_floating_point() else v for k, v in extract_state_dict(ckpt).items()}
         return state, f"fine-tuning {os.path.basename(path)}"
@@ -66,18 +68,18 @@ def _start_state(cfg: dict, arch):
         return None, f"from scratch ({type(exc).__name__}: {exc})"
 
 
-def _train(rank, world_size, cfg, device, progress):
+def _train(rank, world_size, cfg: TrainConfig, device, progress):
     from monai.losses import DiceCELoss
     from torch.nn.parallel import DistributedDataParallel
 
     is_main = rank == 0
-    amp = cfg["amp"] and device.type == "cuda"
-    torch.manual_seed(cfg["seed"])
-    np.random.seed(cfg["seed"])
-    name, task = cfg["name"], get_task(cfg["task"])
-    arch = arch_code_from_mapping(cfg["arch_code"], cfg["arch_file"]) if cfg["arch_code"] is not None else None
-    net = build_network(cfg["network"], cfg["num_classes"], arch, cfg["channel_mul"], cfg["in_channels"])
-    described = arch.describe() + f", channel_mul {cfg['channel_mul']}" if arch is not None else cfg["network"]
+    amp = cfg.amp and device.type == "cuda"
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    name, task = cfg.name, get_task(cfg.task)
+    arch = arch_code_from_mapping(cfg.arch_code, cfg.arch_file) if cfg.arch_code is not None else None
+    net = build_network(cfg.network, cfg.num_classes, arch, cfg.channel_mul, cfg.in_channels)
+    described = arch.describe() + f", channel_mul {cfg.channel_mul}" if arch is not None else cfg.network
     state, start = _start_state(cfg, arch)
     if state is not None:
         net.load_state_dict(state)
@@ -85,44 +87,44 @@ def _train(rank, world_size, cfg, device, progress):
     broadcast_module(net, world_size)
     if is_main:
         print(f"[{name}] {described}: {start}; "
-              f"{len(cfg['items_train'])} training / {len(cfg['items_val'])} validation images; {world_size} process(es)", flush=True)
+              f"{len(cfg.items_train)} training / {len(cfg.items_val)} validation images; {world_size} process(es)", flush=True)
     progress.update(start=start)
 
     model = DistributedDataParallel(net, find_unused_parameters=True) if world_size > 1 else net
-    items_t = partition(cfg["items_train"], rank, world_size)
-    items_v = partition(cfg["items_val"], rank, world_size, even=False)
-    crop = cfg["crop_size"]
-    loader_t = train_loader(task, items_t, cfg["spacing"], crop, cfg["num_crops"], cfg["batch_size"], cfg["flip_prob"],
-                            cfg["num_workers"], cfg["seed"] + 1000 * rank)
-    loader_v = val_loader(task, items_v, cfg["spacing"]) if items_v else []
+    items_t = partition(cfg.items_train, rank, world_size)
+    items_v = partition(cfg.items_val, rank, world_size, even=False)
+    crop = cfg.crop_size
+    loader_t = train_loader(task, items_t, cfg.spacing, crop, cfg.num_crops, cfg.batch_size, cfg.flip_prob,
+                            cfg.num_workers, cfg.seed + 1000 * rank)
+    loader_v = val_loader(task, items_v, cfg.spacing) if items_v else []
 
-    loss_fn = DiceCELoss(include_background=cfg["include_background"], to_onehot_y=True, softmax=True, squared_pred=True,
+    loss_fn = DiceCELoss(include_background=cfg.include_background, to_onehot_y=True, softmax=True, squared_pred=True,
                          batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"] * world_size, momentum=0.9, weight_decay=cfg["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg["lr_step_epochs"]), gamma=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr * world_size, momentum=0.9, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.lr_step_epochs), gamma=0.5)
     scaler = torch.amp.GradScaler("cuda") if amp else None
 
     # an interactive network learns from simulated clicks and is validated in its automatic mode (no clicks)
-    simulate = (ClickSimulation(task.num_classes, cfg["spacing"], cfg["sigma_mm"], cfg["no_click_prob"], cfg["initial_clicks"],
-                                cfg["click_rounds"], cfg.get("deepest_prob", 0.0), seed=cfg["seed"] + 1000 * rank,
-                                focus_weight=cfg.get("focus_weight", 0.0)) if cfg["interactive"] else None)
+    simulate = (ClickSimulation(task.num_classes, cfg.spacing, cfg.sigma_mm, cfg.no_click_prob, cfg.initial_clicks,
+                                cfg.click_rounds, cfg.deepest_prob, seed=cfg.seed + 1000 * rank,
+                                focus_weight=cfg.focus_weight) if cfg.interactive else None)
 
     def evaluate(m):
         m = WithGuidance(m, task.num_classes) if simulate else m
-        return validate(m, loader_v, cfg["val_roi_size"], cfg["sw_batch_size"], cfg["sw_overlap"], device, amp, world_size,
+        return validate(m, loader_v, cfg.val_roi_size, cfg.sw_batch_size, cfg.sw_overlap, device, amp, world_size,
                         task.class_names)
 
     # The score to beat: the model the server uses now, on the same validation images.
     baseline = None
-    if cfg["publish_policy"] == "improve" and cfg["items_val"]:
-        current = cfg.get("current_weights")
+    if cfg.publish_policy == "improve" and cfg.items_val:
+        current = cfg.current_weights
         if current and os.path.exists(current):
             try:
                 if state is not None:  # the starting point is the current model
                     cur_net = net
                 else:
-                    cur_net, _ = load_network(current, arch_code_from_mapping(cfg["current_arch"]) if cfg.get("current_arch") else None,
-                                              cfg["channel_mul"], cfg["num_classes"], cfg["network"], cfg["in_channels"])
+                    cur_net, _ = load_network(current, arch_code_from_mapping(cfg.current_arch) if cfg.current_arch else None,
+                                              cfg.channel_mul, cfg.num_classes, cfg.network, cfg.in_channels)
                     cur_net = cur_net.to(device)
                 baseline = evaluate(cur_net)["mean_dice"]
             except Exception as exc:
@@ -133,7 +135,7 @@ def _train(rank, world_size, cfg, device, progress):
     progress.update(baseline_mean_dice=baseline)
 
     best = {"mean_dice": baseline, "epoch": 0 if baseline is not None else None, "published": False}
-    epochs = cfg["epochs"]
+    epochs = cfg.epochs
     t_start = time.time()
     for epoch in range(epochs):
         t0 = time.time()
@@ -161,26 +163,26 @@ def _train(rank, world_size, cfg, device, progress):
         scheduler.step()
         sums = all_sum([sum(losses), len(losses)], device, world_size)
         record = {"loss": sums[0] / max(1, sums[1]), "lr": lr}
-        if cfg["items_val"] and ((epoch + 1) % cfg["val_interval"] == 0 or epoch + 1 == epochs):
+        if cfg.items_val and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == epochs):
             val = evaluate(model)
             record["dice"], record["mean_dice"] = val["dice"], val["mean_dice"]
             score = val["mean_dice"] if val["mean_dice"] is not None else -1.0
             better = best["mean_dice"] is None or score > best["mean_dice"]
-            if cfg["publish_policy"] == "always" or better:
+            if cfg.publish_policy == "always" or better:
                 if better:
                     best.update({"mean_dice": score, "epoch": epoch + 1, "dice": val["dice"]})
                 if is_main:
                     _publish(net, arch, cfg, epoch + 1, val)
                     record["published"] = True
                 best["published"] = True
-        elif not cfg["items_val"] and epoch + 1 == epochs and is_main:
+        elif not cfg.items_val and epoch + 1 == epochs and is_main:
             _publish(net, arch, cfg, epoch + 1, None)  # nothing to validate on: publish the last weights
             record["published"] = True
             best["published"] = True
         progress.epoch(epoch + 1, epochs, record, time.time() - t0)
 
     if is_main:
-        published = cfg["trained_file"] if best["published"] else None
+        published = cfg.trained_file if best["published"] else None
         summary = {"best": best, "published_file": published,
                    "published_checksum": file_checksum(published) if published else None,
                    "seconds": round(time.time() - t_start, 1)}
@@ -192,14 +194,14 @@ def _train(rank, world_size, cfg, device, progress):
               f"{'published ' + published if published else 'nothing published: ' + summary['not_published_reason']}", flush=True)
 
 
-def _publish(net, arch, cfg, epoch, val) -> None:
+def _publish(net, arch, cfg: TrainConfig, epoch, val) -> None:
     meta = {
-        "profile": cfg["profile"], "channel_mul": cfg["channel_mul"], "spacing": list(cfg["spacing"]),
-        "network": cfg["network"], "num_classes": cfg["num_classes"], "labels": dict(get_task(cfg["task"]).labels),
-        "in_channels": cfg["in_channels"], "interactive": bool(cfg["interactive"]),
-        "epoch": epoch, "validation": val, "trained_on": [d["id"] for d in cfg["items_train"]],
-        "validated_on": [d["id"] for d in cfg["items_val"]], "arch_file": cfg["arch_file"],
-        "task": cfg["task"], "model": cfg["name"], "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "profile": cfg.profile, "channel_mul": cfg.channel_mul, "spacing": list(cfg.spacing),
+        "network": cfg.network, "num_classes": cfg.num_classes, "labels": dict(get_task(cfg.task).labels),
+        "in_channels": cfg.in_channels, "interactive": bool(cfg.interactive),
+        "epoch": epoch, "validation": val, "trained_on": [d["id"] for d in cfg.items_train],
+        "validated_on": [d["id"] for d in cfg.items_val], "arch_file": cfg.arch_file,
+        "task": cfg.task, "model": cfg.name, "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    save_checkpoint(net, arch, cfg["trained_file"], meta=meta, half=False)
-    print(f"[{cfg['name']}] epoch {epoch}: published {cfg['trained_file']} ({file_checksum(cfg['trained_file'])})", flush=True)
+    save_checkpoint(net, arch, cfg.trained_file, meta=meta, half=False)
+    print(f"[{cfg.name}] epoch {epoch}: published {cfg.trained_file} ({file_checksum(cfg.trained_file)})", flush=True)

@@ -1,6 +1,6 @@
 """Training and validation transforms shared by the search, the trainer and the offline fitter.
 
-They follow the model-zoo bundles' ``train.yaml``: the task's preprocessing (:mod:`lib.preprocessing`, the
+They follow the model-zoo bundles' ``train.yaml``: the task's preprocessing (:mod:`lib.transforms.preprocessing`, the
 same as inference), class-balanced crops drawn from per-class masks dilated by the task's ``crop_radius_mm``
 (pancreas: 48 mm, so windows around the small tumour are drawn as often as pancreas and background windows;
 spleen: 0, the spleen bundle's one positive to one negative crop), light spatial and intensity augmentation.
@@ -30,7 +30,7 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
-from lib.preprocessing import ct_preprocessing
+from lib.transforms.preprocessing import ct_preprocessing
 from lib.task import SegmentationTask
 
 
