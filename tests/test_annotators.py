@@ -142,7 +142,7 @@ def test_the_cache_stays_within_its_bytes_and_an_evicted_state_is_recomputed(ran
     cfg = InteractiveConfig()
     mb = (base_bytes + sizes[-1] + sizes[0] / 2) / (1 << 20)  # room for the base and any one click state, not two
     cfg.init("deepedit_pancreas", str(random_model_dir),
-             {"profile": "cpu", "roi_size": "64,64,64", "click_cache_mb": str(mb)}, None)
+             {"profile": "cpu", "roi_size": "64,64,64", "click_cache_mb": str(mb), "click_model": "network"}, None)
     small = cfg.infer()["deepedit_pancreas"]
     labels, stats = _sequence(small, image_path, ANNOTATOR_A)
     assert small.cache.total_bytes() <= mb * (1 << 20)

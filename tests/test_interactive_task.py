@@ -1,6 +1,7 @@
 """The interactive infer task in process, on a network with fixed random weights (the mechanics, not the skill):
 a click's answer is the same whatever the file's orientation, it changes the label only near the click, the
-client's own label is kept elsewhere, the cache answers the next click, a new model starts afresh."""
+client's own label is kept elsewhere, the cache answers the next click, a new model starts afresh. Most tests run
+the network click path (``--conf click_model network``); the default walker path has its own tests at the end."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from conftest import MODEL_DIR
 from test_clicks import _variants
@@ -35,6 +37,16 @@ def task(random_model_dir):
 
     cfg = InteractiveConfig()
     # 64^3 windows over a grid smaller than one: every pass is one window (the mechanics, at a test's cost)
+    cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "roi_size": "64,64,64",
+                                                          "click_model": "network"}, None)
+    return cfg.infer()["deepedit_pancreas"]
+
+
+@pytest.fixture(scope="module")
+def walker_task(random_model_dir):
+    from lib.configs.interactive import InteractiveConfig
+
+    cfg = InteractiveConfig()
     cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "roi_size": "64,64,64"}, None)
     return cfg.infer()["deepedit_pancreas"]
 
@@ -187,3 +199,56 @@ def test_an_unknown_click_scope_is_refused_at_start_up(random_model_dir):
     cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "click_scope": "everything"}, None)
     with pytest.raises(ValueError, match="click_scope must be one of connected, window"):
         cfg.infer()
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1, int(a.sum()) + int(b.sum()))
+
+
+def test_the_default_walker_click_finds_the_organ_the_same_in_every_orientation(walker_task, volume, tmp_path):
+    """A pancreas click on a network that finds nothing useful (random weights, as a phantom-trained network on
+    real CT) still gives the pancreas: the walker reads it from the image, the same through RAS, LPS and permuted
+    files; taking the click back gives the automatic answer again."""
+    assert walker_task.info()["config"]["click_model"] == "walker"
+    image, affine, truth = volume
+    inside = np.argwhere(ndimage.binary_erosion(truth == 1, iterations=1))
+    click = tuple(int(v) for v in inside[len(inside) // 2])
+    answers = {}
+    for name, (arr, aff, index_of) in _variants(image, affine).items():
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(arr, aff), str(path))
+        auto, _ = _run(walker_task, path)
+        after, stats = _run(walker_task, path, pancreas=[list(index_of(click))])
+        assert stats["walker"]["1"]["walked"] > 0
+        again, _ = _run(walker_task, path)
+        assert np.array_equal(again, auto)
+        back = {"RAS": lambda a: a, "LPS": lambda a: a[::-1, ::-1, :], "permuted": lambda a: np.transpose(a, (1, 2, 0))}[name]
+        answers[name] = back(after)
+        if name == "RAS":
+            auto_ras = auto
+    for name in ("LPS", "permuted"):
+        assert (answers[name] == answers["RAS"]).mean() > 0.999, name
+    found, organ = answers["RAS"] == 1, truth == 1
+    added = found & (auto_ras != 1)
+    assert (added & organ).sum() >= 0.8 * added.sum()  # what the click added stops at the organ's edge
+
+
+def test_robot_clicks_through_the_walker_correct_a_network_that_finds_nothing(walker_task, volume, tmp_path):
+    """Five clicks of the robot user (each at the largest error) on a network with random weights: the pancreas
+    is found (its wrong answers removed by background clicks, its misses added by pancreas clicks)."""
+    from lib.robot_user import dice, next_click
+
+    image, affine, truth = volume
+    path = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    label, _ = _run(walker_task, path)
+    start = dice(label, truth, 1)
+    clicks: dict = {}
+    names = {0: "background", 1: "pancreas", 2: "tumor"}
+    for _ in range(5):
+        value, point = next_click(label, truth, 1, spacing)
+        clicks.setdefault(names[value], []).append(list(point))
+        label, _ = _run(walker_task, path, **clicks)
+    print("pancreas dice", start, "->", dice(label, truth, 1))
+    assert dice(label, truth, 1) >= max(0.8, start + 0.3)

@@ -75,7 +75,7 @@ def infer(server, client, image_id: str) -> tuple[np.ndarray, np.ndarray, dict]:
 
 def test_info_lists_the_model_with_its_labels(server, client):
     info = client.info()
-    assert server.name in info["models"] and set(info["models"]) == {server.name, f"deepedit_{server.task}"}
+    assert server.name in info["models"] and set(info["models"]) == {server.name, f"deepedit_{server.task}", "prompt_organ", "prompt_scribbles"}
     model = info["models"][server.name]
     assert model["type"] == "segmentation" and model["labels"] == server.labels
     assert model["task"] == server.task and model["network"] == server.name.split("_")[0]

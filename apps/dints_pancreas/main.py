@@ -32,7 +32,7 @@ from lib.configs.segmentation import SegmentationConfig, model_name  # noqa: E40
 from lib.datastore.local import image_uri  # noqa: E402
 from lib.datastore.names import check_name  # noqa: E402
 from lib.errors import InputError, http_error  # noqa: E402
-from lib.params import truthy  # noqa: E402
+from lib.params import request_flag, truthy  # noqa: E402
 from lib.profiles import NETWORK_TITLES  # noqa: E402
 from lib.server.access import require_role  # noqa: E402
 from lib.server.roles import ANNOTATOR  # noqa: E402
@@ -84,7 +84,7 @@ class DiNTSPancreasApp(MONAILabelApp):
         task = self.task_config.task
         # the interactive model beside it (deepedit_<task>: clicks), unless --conf interactive false
         self.interactive_config = None
-        if truthy(conf.get("interactive", "true")):
+        if truthy(conf.get("interactive", "true"), "--conf interactive"):
             from lib.configs.interactive import InteractiveConfig, interactive_name
 
             self.interactive_config = InteractiveConfig()
@@ -121,6 +121,10 @@ class DiNTSPancreasApp(MONAILabelApp):
         infers = dict(self.task_config.infer())
         if self.interactive_config is not None:
             infers.update(self.interactive_config.infer())
+        if truthy(self.conf.get("prompts", "true"), "--conf prompts"):
+            from lib.infers.prompt import prompt_tasks
+
+            infers.update(prompt_tasks(self.task_config.limits))
         return infers
 
     # ---- training (lib/trainers) -------------------------------------------------------------------
@@ -175,9 +179,7 @@ class DiNTSPancreasApp(MONAILabelApp):
         return dict(self.task_config.strategy(on_not_ready=lambda: self.async_scoring(None)))
 
     def _auto_scoring(self) -> bool:
-        from monailabel.utils.others.generic import strtobool
-
-        return strtobool(str(self.conf.get("auto_scoring", "true"))) and bool(getattr(self, "_auto_update_scoring", True))
+        return truthy(self.conf.get("auto_scoring", "true"), "--conf auto_scoring") and bool(getattr(self, "_auto_update_scoring", True))
 
     def _scoring_busy(self) -> bool:
         from monailabel.utils.async_tasks.utils import processes, tasks
@@ -318,13 +320,17 @@ class DiNTSPancreasApp(MONAILabelApp):
             if datastore is not None:  # in-process callers (scoring, batch) pass their own datastore
                 return super().infer(request, datastore)
             request = dict(request)
-            save_label = truthy(request.pop("save_label", False))
+            save_label = request_flag(request, "save_label")
+            request.pop("save_label", None)
             if save_label:
                 require_role(ANNOTATOR, "saving the answer as a label (save_label)")
             image_id = self._resolve_image(request)
             task = self._infers.get(request.get("model"))
-            if task is not None and hasattr(task, "check_request"):
-                task.check_request(request)  # range checks before waiting for the inference slot
+            # range checks before waiting for the inference slot; a ServedTask's mark spares it a second check
+            if task is not None and hasattr(task, "checked"):
+                request = task.checked(request)
+            elif task is not None and hasattr(task, "check_request"):
+                task.check_request(request)
             with self._infer_slot:
                 result = super().infer(request, datastore)
             if save_label and image_id and result.get("file") and os.path.exists(result["file"]):

@@ -13,10 +13,10 @@ import logging
 import os
 from typing import Any
 
-from monailabel.utils.others.generic import strtobool
 
 from lib.configs.segmentation import SegmentationConfig
 from lib.networks.factory import resolve
+from lib.params import truthy
 from lib.task import get_task
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ class InteractiveConfig(SegmentationConfig):
         self.sigma_mm = float(conf.get("guidance_sigma_mm", 5.0))
         self.cache_mb = float(conf.get("click_cache_mb", 1024))
         self.click_scope = conf.get("click_scope", "connected")
-        self.boundary_refine = strtobool(conf.get("boundary_refine", "true"))
+        self.click_model = conf.get("click_model", "walker")
+        self.boundary_refine = truthy(conf.get("boundary_refine", "false"), "--conf boundary_refine")
         self.refiner_file = str(resolve(conf.get("boundary_refiner_file",
                                                  f"boundary_refiner_{self.task.name}_{self.profile.name}.pt"), model_dir))
 
@@ -68,7 +69,7 @@ class InteractiveConfig(SegmentationConfig):
         task = InteractiveInfer(self.served, self.task, self.profile, limits=self.limits, fast_path=self.fast_path,
                                 num_threads=self.num_threads, min_component_fraction=self.min_component_fraction,
                                 sigma_mm=self.sigma_mm, cache_mb=self.cache_mb,
-                                click_scope=self.click_scope, refiner=self.refiner())
+                                click_scope=self.click_scope, click_model=self.click_model, refiner=self.refiner())
         return {self.name: task}
 
     def trainer_options(self) -> dict:

@@ -13,11 +13,10 @@ import os
 from typing import Any
 
 from monailabel.interfaces.config import TaskConfig
-from monailabel.utils.others.generic import strtobool
 
 from lib.infers.segmentation import SegmentationInfer
 from lib.networks.factory import NetworkSpec, resolve
-from lib.params import float_tuple, int_tuple
+from lib.params import float_tuple, int_tuple, truthy
 from lib.profiles import Profile, get_profile, normalise_network
 from lib.runtime.served_model import ServedModel
 from lib.task import SegmentationTask, get_task
@@ -59,11 +58,12 @@ class SegmentationConfig(TaskConfig):
         trained = str(resolve(self.profile.trained_file(self.weights_stem(), self.task.name), model_dir))
         # MONAI Label convention: the last existing path wins, so a model published by training
         # replaces the shipped one; --conf use_pretrained_only true pins the shipped weights.
-        self.weights = [pretrained] if strtobool(conf.get("use_pretrained_only", "false")) else [pretrained, trained]
+        pretrained_only = truthy(conf.get("use_pretrained_only", "false"), "--conf use_pretrained_only")
+        self.weights = [pretrained] if pretrained_only else [pretrained, trained]
         self.trained_file = trained
         self.limits = InputLimits(
             max_voxels=int(float(conf.get("max_voxels", DEFAULT_MAX_VOXELS))),
-            check_hu=strtobool(conf.get("check_hu", "true")),
+            check_hu=truthy(conf.get("check_hu", "true"), "--conf check_hu"),
             max_sw_batch_size=int(conf.get("max_sw_batch_size", InputLimits.max_sw_batch_size)),
             max_windows=int(float(conf.get("max_windows", InputLimits.max_windows))),
         )
@@ -82,12 +82,12 @@ class SegmentationConfig(TaskConfig):
         )
         self.min_component_fraction = parse_min_fraction(conf.get("min_component_fraction", DEFAULT_MIN_FRACTION))
         self.fast_path = FastPathOptions(
-            enabled=strtobool(conf.get("fast_path", "true")),
+            enabled=truthy(conf.get("fast_path", "true"), "--conf fast_path"),
             fine_overlap=float(conf["fine_overlap"]) if "fine_overlap" in conf else None,
             margin_mm=float(conf.get("fast_margin_mm", FastPathOptions.margin_mm)),
         )
         self.num_threads = int(conf.get("num_threads", 0))
-        self.background_compile = strtobool(conf.get("background_compile", "true"))
+        self.background_compile = truthy(conf.get("background_compile", "true"), "--conf background_compile")
         self.spec = NetworkSpec(self.network, self.task.num_classes, self.profile.channel_mul,
                                 self.arch_file if self.network == "dints" else None, self.in_channels())
         # one served model (weights version, checksum, network per device, compiled package) for infer and scoring
@@ -159,7 +159,7 @@ class SegmentationConfig(TaskConfig):
             samples=int(c.get("scoring_samples", d.samples)),
             max_shift=int(c.get("scoring_max_shift", d.max_shift)),
             tumor_weight=float(c.get("scoring_tumor_weight", d.tumor_weight)),
-            flips=strtobool(c.get("scoring_flips", "false")),
+            flips=truthy(c.get("scoring_flips", "false"), "--conf scoring_flips"),
         )
 
     def scoring_spacing(self) -> tuple[float, ...]:

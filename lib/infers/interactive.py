@@ -49,8 +49,10 @@ from scipy import ndimage
 from lib.clicks import Clicks, WithGuidance, click_names, guidance_box, parse_clicks, sigma_voxels, to_model_grid
 from lib.errors import InputError
 from lib.infers.served_task import ServedTask
-from lib.preprocessing import ct_preprocessing
+from lib.transforms.preprocessing import ct_preprocessing
 from lib.profiles import Profile
+from lib.prompts.label_edit import apply_clicks
+from lib.prompts.walker import WalkerSettings
 from lib.datastore.label_check import read_geometry
 from lib.runtime.click_cache import ClickState, ImageBase, StateCache, click_set, image_key, union_box
 from lib.runtime.fast_path import configure_threads, fast_pass
@@ -65,6 +67,7 @@ from lib.transforms.writer import normalise_extension, write_label
 logger = logging.getLogger(__name__)
 
 CLICK_SCOPES = ("connected", "window")
+CLICK_MODELS = ("walker", "network")
 
 
 def connected_to(changed: np.ndarray, seed: tuple[slice, ...]) -> np.ndarray:
@@ -110,20 +113,25 @@ class InteractiveInfer(ServedTask):
 
     def __init__(self, served: ServedModel, task: SegmentationTask, profile: Profile, sigma_mm: float = 5.0,
                  cache_mb: float = 1024, click_scope: str = "connected", refiner: BoundaryRefiner | None = None,
-                 description: str | None = None, **options):
+                 description: str | None = None, click_model: str = "walker",
+                 walker: WalkerSettings | None = None, **options):
         """``click_scope``: ``connected`` (a click changes only the region of changed class connected to it) or
         ``window`` (everything its blended window changes). ``refiner``: the boundary refiner applied to what the
         server decides, on images of the voxel spacings it was fitted on (None: off). ``options``: ``limits``,
         ``fast_path``, ``num_threads``, ``min_component_fraction`` (see :class:`ServedTask`)."""
+        if click_model not in CLICK_MODELS:
+            raise ValueError(f"click_model must be one of {', '.join(CLICK_MODELS)}, not {click_model!r}")
         if click_scope not in CLICK_SCOPES:
             raise ValueError(f"click_scope must be one of {', '.join(CLICK_SCOPES)}, not {click_scope!r}")
         super().__init__(
             served, task, profile, InferType.DEEPEDIT,
             description or f"Interactive DiNTS (DeepEdit-style clicks) for the {task.description}",
-            config={"guidance_sigma_mm": float(sigma_mm), "click_scope": click_scope,
+            config={"click_model": click_model, "guidance_sigma_mm": float(sigma_mm), "click_scope": click_scope,
                     "boundary_refiner": refiner.checksum if refiner is not None else None}, **options,
         )
         self.refiner = refiner
+        self.click_model = click_model
+        self.walker = walker or WalkerSettings()
         self.click_scope = click_scope
         self.sigma_mm = float(sigma_mm)
         self.cache = StateCache(cache_mb)
@@ -173,7 +181,7 @@ class InteractiveInfer(ServedTask):
 
     def __call__(self, request, callbacks=None):
         start = time.time()
-        clicks_in = self.check_request(request)  # before any image work
+        self.check_once(request)  # before any image work (once: the app may have run it before the inference slot)
         configure_threads(self.num_threads)
         device = "cuda" if str(request.get("device", "cpu")).startswith("cuda") and torch.cuda.is_available() else "cpu"
         ext = self._extension(request)
@@ -191,6 +199,15 @@ class InteractiveInfer(ServedTask):
                  "windows": 0}
         if not added:  # this very click set is cached (or none was sent): its answer as it was
             label = client if client is not None else (state.label_on(base) if state is not None else base.label.copy())
+        elif self.click_model == "walker":  # a function of the whole click set, from the automatic answer
+            label = client if client is not None else base.label.copy()
+            t0 = time.time()
+            walked = apply_clicks(label, base.hu, nib.affines.voxel_sizes(base.input_affine), clicks_in.points,
+                                  self.walker)
+            stats.update(walker={str(k): v for k, v in walked.items()}, walker_seconds=round(time.time() - t0, 3))
+            if client is None:
+                changed = bounding_slices(label != base.label, margin=0)
+                self.cache.put_state(key, ClickState.of(wanted, base.scores, None, label, changed))
         else:
             scores = state.scores_on(base) if state is not None else base.scores.clone()
             own = state.label_on(base) if state is not None else base.label.copy()
@@ -239,7 +256,8 @@ class InteractiveInfer(ServedTask):
         data = load({"image": path})
         input_affine = np.asarray(data["image_input_affine"], dtype=np.float64)
         hu = None
-        if self.refiner is not None and self.refiner.accepts(nib.affines.voxel_sizes(input_affine)):
+        if self.click_model == "walker" or (
+                self.refiner is not None and self.refiner.accepts(nib.affines.voxel_sizes(input_affine))):
             hu = np.array(data["image"], dtype=np.float32)  # the CT on its own grid, for the refiner (a copy)
         data = Compose(rest)(data)
         image = data["image"]
@@ -260,7 +278,9 @@ class InteractiveInfer(ServedTask):
         hi = [o + s for o, s in zip(lo, box.shape[1:])]
         scores[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box.half()
         label = restore_label(box, lo, model_affine, input_affine, data["image_input_shape"])
-        refined = self.refiner.refine(hu, label, input_affine) if hu is not None else 0
+        refined = 0
+        if self.refiner is not None and self.refiner.accepts(nib.affines.voxel_sizes(input_affine)):
+            refined = self.refiner.refine(hu, label, input_affine)
         return ImageBase(image=image, model_affine=model_affine, input_affine=input_affine,
                          input_shape=tuple(int(s) for s in data["image_input_shape"]), scores=scores,
                          label=label, first_seconds=time.time() - t0, hu=hu, first_refined=refined)

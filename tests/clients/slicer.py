@@ -17,7 +17,12 @@ Slicer's scene is replaced by:
   segmentation node as a ``.seg.nrrd`` (:func:`write_seg_nrrd`);
 * the Segment Editor (not part of the module): :meth:`StockSlicer.paint` and :meth:`StockSlicer.erase`.
 
-Not transcribed: the GUI and progress bars, 2-D models, scribbles, the SAM2 ROI, detection models, sessions
+* the ROI widgets (the SmartEdit section's "SAM2 ROI" and the Scribbles section's "Scribbles ROI"): an axis-aligned
+  box in RAS, centre and size (:meth:`StockSlicer.place_roi` places one over a box of voxel indices);
+* the scribbles: the segments ``background_scribbles`` and ``foreground_scribbles`` painted with the editor's
+  ``OverwriteNone`` (:meth:`StockSlicer.scribble`).
+
+Not transcribed: the GUI and progress bars, 2-D models, detection models, sessions
 (volumes loaded from the local disk), loading a ``.seg.nrrd`` or ``.json`` result, and Slicer's resampling of a
 labelmap on another grid (refused here). Where the module shows an error dialog the emulator raises.
 """
@@ -156,6 +161,10 @@ class StockSlicer:
         self.reset_label_state = False
         self.segmentation_model = self.deepgrow_model = self.strategy = self.trainer = ""  # selectors: "" = first
         self.freeze = False  # "Freeze" check box of DeepEdit
+        self.scribbles_model = ""  # scribblesMethodSelector: "" = first
+        self.scribbles_label = ""  # scribLabelComboBox: "" = first
+        self.sam2_roi: tuple[np.ndarray, np.ndarray] | None = None  # SAM2 ROI node (RAS centre, size), placed
+        self.scribbles_roi: tuple[np.ndarray, np.ndarray] | None = None  # Scribbles ROI node
         self.last_infer: tuple[str, dict] | None = None  # (model, params) of the last infer request
 
     # -- logic ------------------------------------------------------------------------------------------
@@ -174,12 +183,13 @@ class StockSlicer:
                     self.username = self.password = self.auth_token = None
         return mc
 
-    def _infer(self, model: str, image_in: str, params: dict) -> tuple[str, dict]:
-        """``MONAILabelLogic.infer`` (lines 2376-2389): asks for an 8-bit ``.nrrd`` result."""
+    def _infer(self, model: str, image_in: str, params: dict, label_in: str | None = None) -> tuple[str, dict]:
+        """``MONAILabelLogic.infer`` (lines 2376-2389): asks for an 8-bit ``.nrrd`` result; ``label_in`` is uploaded
+        with the request (the scribbles)."""
         params["result_extension"] = ".nrrd"
         params["result_dtype"] = "uint8"
         self.last_infer = (model, dict(params))
-        return self._client().infer(model, image_in, params, None, None, None)
+        return self._client().infer(model, image_in, params, label_in, None, None)
 
     # -- widget -----------------------------------------------------------------------------------------
     def fetch_info(self) -> dict:
@@ -293,9 +303,11 @@ class StockSlicer:
     def click(self, point, label: str | None = None, negative: bool = False) -> None:
         """A point placed on the volume (IJK, as ``getControlPointXYZ`` rounds it) -> ``onDeepGrowPointListNodeModified``
         -> ``onClickDeepgrow`` (lines 902-923, 1591-1724). The point lists show the current segment's points.
+        ``point`` None: the section's *Update* button (``onUpdateDeepgrow``, line 1588), the points as they are.
 
         DeepEdit (``deepedit_multi_label``: a ``deepedit`` model with labels, lines 681-683) sends every /info label's
-        foreground points by name and ``label``; a deepgrow model ``foreground``/``background`` of the segment."""
+        foreground points by name and ``label``; a deepgrow model ``foreground``/``background`` of the segment. A
+        placed SAM2 ROI goes with either as ``roi`` (:meth:`roi_points_xyz`)."""
         if label:
             self.select_label(label)
         model = self._selected(("deepgrow", "deepedit"), self.deepgrow_model)
@@ -307,10 +319,12 @@ class StockSlicer:
             raise RuntimeError("Please add the required label to run interactive model")
         foreground = json.loads(segment.tags.get(FOREGROUND_TAG, "[]"))
         background = json.loads(segment.tags.get(BACKGROUND_TAG, "[]"))
-        (background if negative else foreground).append([int(round(c)) for c in point])
+        if point is not None:
+            (background if negative else foreground).append([int(round(c)) for c in point])
         segment.tags[FOREGROUND_TAG], segment.tags[BACKGROUND_TAG] = json.dumps(foreground), json.dumps(background)
         if self.models[model].get("dimension", 3) == 2:
             raise NotImplementedError("2-D models are not transcribed")
+        selected_roi = self.roi_points_xyz(self.sam2_roi)
         m = self.models[model]
         if m.get("type") == "deepedit" and len(m.get("labels")) > 0:
             params = {}
@@ -323,6 +337,8 @@ class StockSlicer:
             labels = [label]
         params["label"] = label
         params.update(self.params_from_config("infer", model))
+        if selected_roi:
+            params["roi"] = selected_roi
         if not params.get("reset_state") and self.reset_label_state:
             params["reset_state"] = True
             self.reset_label_state = False
@@ -332,6 +348,93 @@ class StockSlicer:
             if labels and isinstance(labels, dict):
                 labels = [k for k, _ in sorted(labels.items(), key=lambda item: item[1])]
         self.update_segmentation_mask(result_file, labels, freeze=label if self.freeze else None)
+
+    # -- ROI -------------------------------------------------------------------------------------------
+    def place_roi(self, ijk_lo, ijk_hi, which: str = "sam2") -> None:
+        """An ROI drawn over the voxels ``ijk_lo``..``ijk_hi`` (inclusive): Slicer's ROI is an axis-aligned box in
+        RAS, so this is the RAS bounding box of those voxels' centres (its extent, not a voxel grid)."""
+        corners = np.array([[(ijk_lo, ijk_hi)[b][a] for a, b in enumerate(bits)]
+                            for bits in np.ndindex(2, 2, 2)], dtype=np.float64)
+        ras = nib.affines.apply_affine(self.volume.affine, corners)
+        lo, hi = ras.min(0), ras.max(0)
+        roi = ((lo + hi) / 2.0, hi - lo)
+        if which == "sam2":
+            self.sam2_roi = roi
+        else:
+            self.scribbles_roi = roi
+
+    def roi_points_xyz(self, roi) -> list:
+        """``getROIPointsXYZ`` (lines 2053-2080): the RAS corners ``centre -/+ size / 2`` through the volume's
+        RAS-to-IJK matrix, each coordinate ``round``-ed (Python's), interleaved ``[i(min), i(max), j(min), j(max),
+        k(min), k(max)]`` where min/max are the RAS corners (an LPS volume's i and j come out high-low). No placed
+        ROI: ``[]``."""
+        if roi is None:
+            return []
+        centre, size = roi
+        roi_points_ras = [(x - s / 2, x + s / 2) for x, s in zip(centre, size)]
+        roi_points_ras = [item for sublist in roi_points_ras for item in sublist]
+        min_points_ras = [roi_points_ras[0], roi_points_ras[2], roi_points_ras[4], 1.0]
+        max_points_ras = [roi_points_ras[1], roi_points_ras[3], roi_points_ras[5], 1.0]
+        ras_to_ijk = np.linalg.inv(self.volume.affine)
+        min_points_ijk = [round(float(i)) for i in ras_to_ijk @ np.asarray(min_points_ras)]
+        max_points_ijk = [round(float(i)) for i in ras_to_ijk @ np.asarray(max_points_ras)]
+        return [val for pair in zip(min_points_ijk[0:3], max_points_ijk[0:3]) for val in pair]
+
+    # -- scribbles -----------------------------------------------------------------------------------
+    def ensure_scribbles_layers(self) -> None:
+        """``ensureScribblesLayersPresent`` (lines 1948-1960): ``background_scribbles`` then ``foreground_scribbles``
+        added at the end of the node, unless a segment named with "scribbles" is there already."""
+        if self.segments is None or any("scribbles" in s.name for s in self.segments):
+            return
+        for name in ("background_scribbles", "foreground_scribbles"):
+            self.segments.append(Segment(name, np.zeros(self.volume.shape[:3], bool)))
+
+    def scribble(self, region: np.ndarray, foreground: bool = True, erase: bool = False) -> None:
+        """Paint (or Erase) in the Scribbles section (``onPaintScribbles``/``onEraseScribbles`` ->
+        ``updateScribToolLayerFromMode``, lines 2143-2208): the layers made if missing, the editor set to
+        ``OverwriteNone`` (the strokes lie over the segments, which keep their voxels)."""
+        self.ensure_scribbles_layers()
+        segment = self._segment("foreground_scribbles" if foreground else "background_scribbles")
+        segment.mask = segment.mask & ~region if erase else segment.mask | region
+
+    def scribble_label_items(self) -> list[str]:
+        """``scribLabelComboBox`` (lines 574-595): the node's segments but background and scribbles."""
+        if self.segments is not None:
+            return [s.name for s in self.segments if s.name not in SKIPPED_ON_SAVE]
+        return [label for label in self.info.get("labels", []) if label != "background"]
+
+    def update_scribbles(self, label: str | None = None) -> None:
+        """``onUpdateScribbles`` (lines 1976-2051): *all* the node's segments exported as a labelmap (segment ``n``
+        of the node is value ``n + 1``, a later one over an earlier one) and saved with the File Extension;
+        ``label_info`` ``[{"name", "id": n + 1}]``; the Scribbles ROI as ``roi`` (``[]`` when none is placed); the
+        scribbles method's config and ``selected_label_name`` (the Scribbles section's label); the labelmap
+        uploaded with ``/infer/<scribbles method>``; the result's value 1 replaces that segment."""
+        if label:
+            self.scribbles_label = label
+        method = self._selected(("scribbles",), self.scribbles_model)
+        ids = [s.name for s in self.segments]
+        labelmap = export_labelmap(self.segments, ids)
+        label_info = [{"name": s.name, "id": idx + 1} for idx, s in enumerate(self.segments)]
+        scribbles_in = tempfile.NamedTemporaryFile(suffix=self.file_ext, dir=self.tmpdir).name
+        result_file = None
+        try:
+            write_labelmap(scribbles_in, labelmap, self.volume.affine)
+            selected_roi = self.roi_points_xyz(self.scribbles_roi)
+            params = self.params_from_config("infer", method)
+            params.update({"roi": selected_roi})
+            params.update({"label_info": label_info})
+            items = self.scribble_label_items()
+            selected_label_name = self.scribbles_label if self.scribbles_label in items else items[0]
+            if self._segment(selected_label_name) is None:
+                raise AttributeError("'NoneType' object has no attribute 'GetName'")
+            params.update({"selected_label_name": selected_label_name})
+            self.scribbles_sent = labelmap
+            result_file, params = self._infer(method, self.current_sample["id"], params, scribbles_in)
+            self.update_segmentation_mask(result_file, [selected_label_name])
+        finally:
+            for path in (scribbles_in, result_file):
+                if path and os.path.exists(path):
+                    os.unlink(path)
 
     def update_segmentation_mask(self, in_file: str | None, labels, freeze=None) -> bool:
         """``updateSegmentationMask`` (lines 1768-1891) for a 3-D labelmap (``sliceIndex`` None). No file: an empty
