@@ -181,7 +181,7 @@ def test_the_local_update_equals_restoring_the_whole_volume(task, volume, tmp_pa
 def test_connected_scope_keeps_only_changes_that_touch_the_click():
     """``click_scope connected``: of the voxels whose class a click's window changed, only the regions reaching the
     click's neighbourhood stay (grown by one voxel); a region changed far away in the same window is undone."""
-    from lib.infers.interactive import connected_to
+    from lib.infers.network_clicks import connected_to
 
     changed = np.zeros((20, 20, 20), bool)
     changed[4:8, 4:8, 4:8] = True  # touches the click box below

@@ -4,7 +4,8 @@ and the current answer say, found from the image's edges.
 Per class (ascending, so the tumour is decided inside the pancreas, not the other way round):
 
 * a component of the current answer that holds a click of another class (background included) and none of its
-  own is the annotator saying "not this": it is removed;
+  own is the annotator saying "not this": it is removed; one that holds clicks of both is replaced by the
+  walker's region for the class;
 * with clicks of its own, the walker finds the region they point at (every click of another class is a negative
   prompt) and it is added. The network's answer is no evidence for the walker: on real CT a phantom-trained
   network's stray answer would lead it astray, and where the network is right the clicks go to what it missed;
@@ -46,6 +47,7 @@ def apply_clicks(label: np.ndarray, hu: np.ndarray, spacing: Sequence[float],
         rest = [p for k, p in points.items() if int(k) != c]
         return np.concatenate(rest) if rest else np.zeros((0, 3))
 
+    mixed: dict[int, np.ndarray] = {}
     for c in classes:  # first every "not this", so that no class is kept from a click by a disputed one
         own, negative = points.get(c, np.zeros((0, 3))), others(c)
         if not len(negative):
@@ -57,10 +59,17 @@ def apply_clicks(label: np.ndarray, hu: np.ndarray, spacing: Sequence[float],
         if disputed.any():
             label[disputed] = 0
             stats[c] = {"removed": int(disputed.sum())}
+        both = np.intersect1d(hit, clicked)
+        if len(both):  # points of both kinds in one component: the walker's region replaces it (second pass)
+            mixed[c] = np.isin(comps, both)
     for c in classes:
         if c not in points:
             continue
         region = segment(hu, spacing, Prompts(points[c], others(c)), settings)
+        if c in mixed:
+            dropped = mixed[c] & ~region & (label == c)
+            label[dropped] = 0
+            stats[c] = {**stats.get(c, {}), "removed": stats.get(c, {}).get("removed", 0) + int(dropped.sum())}
         region &= label <= c  # classes decided later keep their voxels
         label[region] = c
         stats[c] = {**stats.get(c, {}), "walked": int(region.sum())}
