@@ -21,7 +21,7 @@ from conftest import copy_datastore, copy_model_dir
 from safety_helpers import HOSTILE_IDS, label_for, sha, tree_hash
 from server import Server
 
-from lib.datastore.label_check import read_geometry
+from lib.datastore.label_files import read_geometry
 from lib.networks.factory import file_checksum
 from lib.transforms.writer import write_nrrd
 

@@ -261,45 +261,16 @@ class DiNTSPancreasApp(MONAILabelApp):
         )
 
     def _init_pacs_datastore(self):
-        """A DICOMweb PACS (``--studies http://.../dicom-web``): MONAI Label's DICOMweb datastore with labels mapped to
-        and resampled onto their images and a short refresh (:mod:`lib.datastore.dicomweb`)."""
-        import shutil
-
-        from dicomweb_client.session_utils import create_session_from_user_pass
+        """A DICOMweb PACS (``--studies http://.../dicom-web``): :func:`lib.datastore.pacs_connection.pacs_datastore`."""
         from monailabel.config import settings
-        from monailabel.datastore.dicom import DICOMwebClientX
 
-        from lib.datastore.dicomweb import PACSDatastore
+        from lib.datastore.pacs_connection import pacs_datastore
 
         if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
             return super().init_datastore()
         self.studies = self.studies.rstrip("/").strip()
-        venv_bin = os.path.dirname(sys.executable)  # dcmqi (pip) installs itkimage2segimage beside python
-        if not shutil.which("itkimage2segimage") and os.path.exists(os.path.join(venv_bin, "itkimage2segimage")):
-            os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
-        if not shutil.which("itkimage2segimage"):
-            logger.error("itkimage2segimage (dcmqi) is not on PATH: labels cannot be stored as DICOM SEG; "
-                         "run ./scripts/setup.sh (dcmqi is in requirements.txt)")
-        # the client exactly as MONAI Label's _init_dicomweb_datastore makes it (Google Cloud, basic auth, prefixes);
-        # that method itself is not called: it would download dcmqi and build the datastore this one replaces
-        if "googleapis.com" in self.studies:
-            from dicomweb_client import DICOMwebClient
-            from dicomweb_client.ext.gcp.session_utils import create_session_from_gcp_credentials
-
-            client = DICOMwebClient(url=self.studies, session=create_session_from_gcp_credentials())
-        else:
-            session = None
-            if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD:
-                session = create_session_from_user_pass(settings.MONAI_LABEL_DICOMWEB_USERNAME,
-                                                        settings.MONAI_LABEL_DICOMWEB_PASSWORD)
-            client = DICOMwebClientX(url=self.studies, session=session, qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
-                                     wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
-                                     stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX)
-        cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
-        logger.info(f"Using the DICOMweb PACS {self.studies} (cache {cache or 'default'})")
-        return PACSDatastore(client, settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER, dict(self.task_config.task.labels),
-                             cache_path=cache, fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
-                             refresh_seconds=float(self.conf.get("dicomweb_refresh_seconds", 10)))
+        return pacs_datastore(self.studies, dict(self.task_config.task.labels),
+                              refresh_seconds=float(self.conf.get("dicomweb_refresh_seconds", 10)))
 
     def _resolve_image(self, request: dict[str, Any]) -> str | None:
         """Only datastore ids, this server's session files and the request's own upload may be read.

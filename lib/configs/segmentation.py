@@ -68,7 +68,8 @@ class SegmentationConfig(TaskConfig):
             max_windows=int(float(conf.get("max_windows", InputLimits.max_windows))),
         )
         # fast inference (issue 4): backend, TensorRT engine cache, coarse-to-fine CPU path, threads
-        from lib.runtime.backends import BackendOptions, normalise_backend, normalise_precision
+        from lib.runtime.backends import BackendOptions, normalise_backend
+        from lib.runtime.traced_engines import normalise_precision
         from lib.runtime.fast_path import FastPathOptions
         from lib.transforms.components import DEFAULT_MIN_FRACTION, parse_min_fraction
 

@@ -30,8 +30,7 @@ import logging
 import os
 import shutil
 import threading
-import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
@@ -39,30 +38,12 @@ from monailabel.datastore.utils.dicom import dicom_web_download_series
 from pydicom.dataset import Dataset
 
 from lib import atomic
+from lib.datastore.ttl import TTLValue
+from lib.datastore.seg_label import seg_of_label, seg_reference, submitted_seg_as_label
 
 logger = logging.getLogger(__name__)
 
 FINAL = "final"
-
-
-class TTLValue:
-    """One value recomputed when older than ``ttl`` seconds (or after :meth:`clear`)."""
-
-    def __init__(self, ttl: float, compute: Callable[[], Any]):
-        self.ttl, self.compute = float(ttl), compute
-        self._value, self._at = None, -1e18
-        self._lock = threading.Lock()
-
-    def get(self):
-        with self._lock:
-            if time.monotonic() - self._at > self.ttl:
-                self._value = self.compute()
-                self._at = time.monotonic()
-            return self._value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._at = -1e18
 
 
 def _uid(ds: Dataset, keyword: str) -> str:
@@ -98,24 +79,8 @@ class PACSDatastore(DICOMWebDatastore):
     def _seg_reference(self, study_uid: str, seg_uid: str) -> tuple[str, tuple, str | None] | None:
         """(referenced CT UID, time key, why the metadata already says the SEG cannot be used or None)."""
         if seg_uid not in self._seg_refs:
-            from lib.datastore.seg_label import segment_values
-
             meta = Dataset.from_json(self._client.retrieve_series_metadata(study_uid, seg_uid)[0])
-            ref = meta.get("ReferencedSeriesSequence")
-            image = _uid(ref[0], "SeriesInstanceUID") if ref else ""
-            # field by field (a SEG without a SeriesDate sorts as older, not shifted against the others)
-            when = tuple(str(meta.get(k, "") or "") for k in ("SeriesDate", "SeriesTime", "ContentDate", "ContentTime",
-                                                              "InstanceCreationDate", "InstanceCreationTime"))
-            problem = None
-            modality = str(meta.get("Modality", "") or "")
-            if modality and modality != "SEG":
-                problem = f"not a DICOM SEG (modality {modality})"
-            elif "SegmentSequence" in meta:
-                mapping, _, ignored = segment_values(meta, self.labels)
-                if not mapping:
-                    problem = (f"none of its segments ({', '.join(ignored) or 'none'}) is a label of this task "
-                               f"({', '.join(n for n, v in self.labels.items() if v > 0)})")
-            self._seg_refs[seg_uid] = (image, when, problem) if image else None
+            self._seg_refs[seg_uid] = seg_reference(meta, self.labels)
         return self._seg_refs[seg_uid]
 
     def _seg_problems(self) -> dict[str, str]:
@@ -280,7 +245,8 @@ class PACSDatastore(DICOMWebDatastore):
         import nibabel as nib
         from monailabel.datastore.utils.convert import binary_to_image
 
-        from lib.datastore.label_check import check_label, file_extension
+        from lib.datastore.label_files import file_extension
+        from lib.datastore.label_check import check_label
         from lib.datastore.seg_label import segment_info
         from lib.errors import InputError
         from lib.transforms.writer import write_label
@@ -326,52 +292,18 @@ class PACSDatastore(DICOMWebDatastore):
         return result
 
     def _seg_as_label(self, seg_path: str, image_id: str, image: str) -> str:
-        """A submitted DICOM SEG as a label file on the image's grid (segments mapped by name), or a 422 saying why
-        it cannot be the image's label."""
-        import pydicom
-
-        from lib.datastore.seg_label import SegError, seg_on_image
-        from lib.errors import InputError
-        from lib.transforms.writer import write_label
-
-        try:
-            ds = pydicom.dcmread(seg_path, stop_before_pixels=True)
-        except Exception as exc:
-            raise InputError(f"the uploaded .dcm is not a readable DICOM file: {exc}", 422) from None
-        refs = ds.get("ReferencedSeriesSequence")
-        referenced = _uid(refs[0], "SeriesInstanceUID") if refs else ""
-        if referenced and referenced != image_id:
-            raise InputError(f"the DICOM SEG references series {referenced}, not {image_id}: submit it for that series", 422)
-        try:
-            found = seg_on_image(seg_path, image, self.labels)
-        except SegError as exc:
-            raise InputError(f"the DICOM SEG cannot be a label of {image_id}: {exc}", 422) from None
-        return write_label(found.data, found.affine, ".nii.gz")
+        return submitted_seg_as_label(seg_path, image_id, image, self.labels)
 
     def _store_seg(self, image_id: str, image: str, label_file: str, voxels, segments: list[dict]) -> dict:
-        """Write the label as a DICOM SEG of the image's series, read it back onto the image grid, and store it in the
-        PACS only when it reads back voxel for voxel as the label (else a 422; nothing is stored)."""
-        import numpy as np
-        from monailabel.datastore.utils.convert import nifti_to_dicom_seg
+        """The label as a DICOM SEG of the image's series, stored in the PACS only when it reads back voxel for voxel
+        as the label (:func:`lib.datastore.seg_label.seg_of_label`)."""
         from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 
-        from lib.datastore.seg_label import SegError, seg_on_image
         from lib.errors import InputError
 
         series_dir = os.path.realpath(os.path.join(self._datastore.image_path(), image_id))
-        seg_file = nifti_to_dicom_seg(series_dir, label_file, segments, use_itk=True)
-        if not seg_file or not os.path.exists(seg_file):
-            raise InputError("the label could not be written as a DICOM SEG (see the server log); nothing was stored", 422)
+        seg_file = seg_of_label(series_dir, image, label_file, voxels, segments, self.labels)
         try:
-            try:
-                back = seg_on_image(seg_file, image, self.labels)
-            except SegError as exc:
-                raise InputError(f"the DICOM SEG written from the label cannot be read back as a label ({exc}); "
-                                 "nothing was stored in the PACS", 422) from None
-            changed = int(np.count_nonzero(back.data != np.asarray(voxels, dtype=np.uint8)))
-            if changed:
-                raise InputError(f"the DICOM SEG written from the label reads back with {changed} voxel(s) changed; "
-                                 "nothing was stored in the PACS", 422)
             seg_uid = dicom_web_upload_dcm(seg_file, self._client)
         finally:
             if os.path.exists(seg_file):

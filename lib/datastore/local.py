@@ -27,7 +27,8 @@ from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastor
 
 from lib import atomic
 from lib.datastore.history import HISTORY_DIR, LabelHistory
-from lib.datastore.label_check import LABEL_EXTENSIONS, check_label, check_volume_file, file_extension, write_like
+from lib.datastore.label_files import LABEL_EXTENSIONS, check_volume_file, file_extension, write_like
+from lib.datastore.label_check import check_label
 from lib.datastore.names import check_inside, check_name, name_problem
 from lib.errors import InputError
 

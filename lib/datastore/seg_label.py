@@ -136,3 +136,75 @@ def write_seg_label(seg_path, image_path, labels: dict[str, int], out_path) -> S
     found = seg_on_image(seg_path, image_path, labels)
     atomic.write_with(out_path, lambda tmp: write_nifti(found.data, found.affine, tmp), suffix=".nii.gz")
     return found
+
+
+def submitted_seg_as_label(seg_path: str, image_id: str, image: str, labels: dict[str, int]) -> str:
+    """A submitted DICOM SEG as a label file on the image's grid (segments mapped by name), or a 422 saying why
+    it cannot be the image's label."""
+    import pydicom
+
+    from lib.errors import InputError
+    from lib.transforms.writer import write_label
+
+    try:
+        ds = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    except Exception as exc:
+        raise InputError(f"the uploaded .dcm is not a readable DICOM file: {exc}", 422) from None
+    refs = ds.get("ReferencedSeriesSequence")
+    referenced = str(refs[0].get("SeriesInstanceUID", "") or "") if refs else ""
+    if referenced and referenced != image_id:
+        raise InputError(f"the DICOM SEG references series {referenced}, not {image_id}: submit it for that series", 422)
+    try:
+        found = seg_on_image(seg_path, image, labels)
+    except SegError as exc:
+        raise InputError(f"the DICOM SEG cannot be a label of {image_id}: {exc}", 422) from None
+    return write_label(found.data, found.affine, ".nii.gz")
+
+
+def seg_of_label(series_dir: str, image: str, label_file: str, voxels, segments: list[dict],
+                 labels: dict[str, int]) -> str:
+    """Write the label as a DICOM SEG of the series in ``series_dir`` and read it back onto the image grid: the SEG
+    file when it reads back voxel for voxel as the label, else a 422 (and no file is left)."""
+    from monailabel.datastore.utils.convert import nifti_to_dicom_seg
+
+    from lib.errors import InputError
+
+    seg_file = nifti_to_dicom_seg(series_dir, label_file, segments, use_itk=True)
+    if not seg_file or not os.path.exists(seg_file):
+        raise InputError("the label could not be written as a DICOM SEG (see the server log); nothing was stored", 422)
+    try:
+        try:
+            back = seg_on_image(seg_file, image, labels)
+        except SegError as exc:
+            raise InputError(f"the DICOM SEG written from the label cannot be read back as a label ({exc}); "
+                             "nothing was stored in the PACS", 422) from None
+        changed = int(np.count_nonzero(back.data != np.asarray(voxels, dtype=np.uint8)))
+        if changed:
+            raise InputError(f"the DICOM SEG written from the label reads back with {changed} voxel(s) changed; "
+                             "nothing was stored in the PACS", 422)
+    except BaseException:
+        os.unlink(seg_file)
+        raise
+    return seg_file
+
+
+def seg_reference(meta, labels: dict[str, int]) -> tuple[str, tuple, str | None] | None:
+    """From a SEG series' metadata: (the CT series it references, a time key to sort SEGs newest first, why the
+    metadata already says it cannot be a label of this task or None); None when it references no series."""
+    ref = meta.get("ReferencedSeriesSequence")
+    image = str(ref[0].get("SeriesInstanceUID", "") or "") if ref else ""
+    if not image:
+        return None
+    # field by field (a SEG without a SeriesDate sorts as older, not shifted against the others)
+    when = tuple(str(meta.get(k, "") or "") for k in ("SeriesDate", "SeriesTime", "ContentDate", "ContentTime",
+                                                      "InstanceCreationDate", "InstanceCreationTime"))
+    problem = None
+    modality = str(meta.get("Modality", "") or "")
+    if modality and modality != "SEG":
+        problem = f"not a DICOM SEG (modality {modality})"
+    elif "SegmentSequence" in meta:
+        mapping, _, ignored = segment_values(meta, labels)
+        if not mapping:
+            problem = (f"none of its segments ({', '.join(ignored) or 'none'}) is a label of this task "
+                       f"({', '.join(n for n, v in labels.items() if v > 0)})")
+    return image, when, problem

@@ -38,7 +38,7 @@ from lib.transforms.preprocessing import ct_preprocessing
 from lib.profiles import Profile
 from lib.prompts.label_edit import apply_clicks
 from lib.prompts.walker import WalkerSettings
-from lib.datastore.label_check import read_geometry
+from lib.datastore.label_files import read_geometry
 from lib.runtime.click_cache import ClickState, ImageBase, StateCache, click_set, image_key, union_box
 from lib.runtime.fast_path import configure_threads, fast_pass
 from lib.runtime.served_model import ServedModel

@@ -25,7 +25,8 @@ import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from scipy import ndimage
 
-from lib.datastore.label_check import Geometry, geometry_problem, read_geometry, read_voxels
+from lib.datastore.label_files import Geometry, read_geometry, read_voxels
+from lib.datastore.label_check import geometry_problem
 from lib.errors import InputError
 from lib.prompts.requests import parse_point_prompts, parse_box, scribble_ids
 from lib.prompts.walker import Prompts, WalkerSettings, segment

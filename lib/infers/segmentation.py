@@ -24,7 +24,8 @@ from lib.errors import InputError
 from lib.infers.served_task import ServedTask
 from lib.params import request_flag
 from lib.profiles import NETWORK_TITLES, Profile
-from lib.runtime.backends import EAGER_BACKENDS, BackendOptions, PreparedModel, is_cuda, normalise_backend
+from lib.runtime.backends import EAGER_BACKENDS, BackendOptions, PreparedModel, normalise_backend
+from lib.runtime.traced_engines import is_cuda
 from lib.runtime.fast_path import FastPathOptions, configure_threads, fast_pass, full_pass
 from lib.runtime.served_model import ServedModel
 from lib.task import SegmentationTask

@@ -28,7 +28,6 @@ a request never fails because of its backend.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import threading
@@ -39,18 +38,16 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lib import atomic
 # BackendUnavailable and check_cpu_compiler live in aot_package, below this module, which raises them too
 from lib.runtime.aot_package import BackendUnavailable, aot_package_path, check_cpu_compiler
-from lib.runtime.engine_cache import cached_engine_path, prune_engines
 from lib.networks.factory import input_channels
 from lib.runtime.static_dints import static_network
+from lib.runtime.traced_engines import (build_tensorrt_cached, build_torchscript, is_cuda, tensorrt_installed)
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "amp", "compile", "aot", "torchscript", "tensorrt")
 EAGER_BACKENDS = ("torch", "amp")  # run any input shape as is (compiled and traced ones are built for the window)
-PRECISIONS = ("fp32", "fp16")
 DEFAULT_BATCH_RANGE = (1, 8)
 
 
@@ -62,22 +59,6 @@ def normalise_backend(name: str | None) -> str:
     if value not in BACKENDS:
         raise ValueError(f"unknown backend '{name}': choose one of {', '.join(BACKENDS)}")
     return value
-
-
-def normalise_precision(value: str | None) -> str:
-    v = (value or "fp16").strip().lower()
-    v = {"float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}.get(v, v)
-    if v not in PRECISIONS:
-        raise ValueError(f"unknown precision '{value}': choose fp16 or fp32")
-    return v
-
-
-def is_cuda(device) -> bool:
-    return str(device).startswith("cuda")
-
-
-def tensorrt_installed() -> bool:
-    return importlib.util.find_spec("torch_tensorrt") is not None
 
 
 def resolve_backend(name: str | None, device) -> str:
@@ -210,81 +191,6 @@ def _build_compile(net, device, opts: BackendOptions) -> tuple[Callable, str]:
     return FixedBatch(compiled, opts.sw_batch_size), "amp-fp16" if cuda else "fp32"
 
 
-def trace_model(net: nn.Module, device, roi_size, batch: int = 1) -> torch.jit.ScriptModule:
-    example = torch.zeros((batch, input_channels(net), *roi_size), device=device)
-    with torch.no_grad():
-        return torch.jit.trace(static_network(net).to(device).eval(), example, check_trace=False)
-
-
-def _build_torchscript(net, device, opts: BackendOptions, weights_path: str | None, checksum: str | None):
-    path = cached_engine_path(weights_path, checksum, "torchscript", "fp32", opts, device) if weights_path and checksum else None
-    if path:
-        if os.path.exists(path):
-            try:
-                return torch.jit.load(path, map_location=device).eval(), "fp32", path
-            except Exception as exc:
-                logger.warning(f"Cached TorchScript {os.path.basename(path)} unreadable ({exc}); tracing again")
-    traced = trace_model(net, device, opts.roi_size)
-    if path:
-        try:
-            atomic.write_with(path, lambda tmp: torch.jit.save(traced, tmp))
-            prune_engines(os.path.dirname(path), weights_path, "torchscript", "fp32", path)
-        except OSError as exc:
-            logger.warning(f"Could not cache TorchScript in {path}: {exc}")
-            path = None
-    return traced, "fp32", path
-
-
-def build_tensorrt(net, device, precision: str, roi_size, batch_range, opt_batch: int):
-    """Trace + ``torch_tensorrt`` (TorchScript IR) exactly as MONAI's ``convert_to_trt`` / the bundle's ``trt_export``."""
-    if not (is_cuda(device) and torch.cuda.is_available()):
-        raise BackendUnavailable("TensorRT needs CUDA and no CUDA device is available")
-    if not tensorrt_installed():
-        raise BackendUnavailable("torch-tensorrt is not installed (optional GPU extra: pip install -r requirements-gpu.txt)")
-    try:
-        import torch_tensorrt  # noqa: F401  (lazy: gigabytes of CUDA libraries)
-    except Exception as exc:
-        raise BackendUnavailable(f"torch-tensorrt cannot be imported: {exc}") from exc
-    from monai.networks.utils import convert_to_trt
-
-    lo, hi = (int(b) for b in batch_range)
-    opt = min(max(int(opt_batch), lo), hi)
-    return convert_to_trt(
-        static_network(net).to(device).eval(),
-        precision=precision,
-        input_shape=[opt, input_channels(net), *roi_size],
-        dynamic_batchsize=[lo, opt, hi],
-        use_trace=True,
-        verify=False,
-        device=torch.device(device).index or 0,
-        torch_executed_ops=["aten::upsample_trilinear3d"],
-        truncate_long_and_double=True,
-    )
-
-
-def _build_tensorrt_cached(net, device, opts: BackendOptions, weights_path: str | None, checksum: str | None):
-    precision = normalise_precision(opts.trt_precision)
-    if not (is_cuda(device) and torch.cuda.is_available()):
-        raise BackendUnavailable("TensorRT needs CUDA and no CUDA device is available")
-    if not tensorrt_installed():
-        raise BackendUnavailable("torch-tensorrt is not installed (optional GPU extra: pip install -r requirements-gpu.txt)")
-    path = cached_engine_path(weights_path, checksum, "tensorrt", precision, opts, device) if weights_path and checksum else None
-    if path:
-        if os.path.exists(path):
-            import torch_tensorrt  # noqa: F401  (registers the TensorRT ops torch.jit.load needs)
-
-            return torch.jit.load(path, map_location=device).eval(), precision, path
-    model = build_tensorrt(net, device, precision, opts.roi_size, opts.batch_range, opts.sw_batch_size)
-    if path:
-        try:
-            atomic.write_with(path, lambda tmp: torch.jit.save(model, tmp))
-            prune_engines(os.path.dirname(path), weights_path, "tensorrt", precision, path)
-        except Exception as exc:
-            logger.warning(f"Could not cache the TensorRT engine in {path}: {exc}")
-            path = None
-    return model, precision, path
-
-
 def prepare(
     net: nn.Module,
     backend: str | None,
@@ -318,9 +224,9 @@ def prepare(
             elif name == "aot":
                 fn, precision, engine = _build_aot(net, device, opts, weights_path, checksum)
             elif name == "torchscript":
-                fn, precision, engine = _build_torchscript(net, device, opts, weights_path, checksum)
+                fn, precision, engine = build_torchscript(net, device, opts, weights_path, checksum)
             else:
-                model, precision, engine = _build_tensorrt_cached(net, device, opts, weights_path, checksum)
+                model, precision, engine = build_tensorrt_cached(net, device, opts, weights_path, checksum)
                 fn = FixedBatch(model, opts.sw_batch_size) if opts.sw_batch_size <= opts.batch_range[1] else model
         except Exception as exc:  # BackendUnavailable, compiler errors, TensorRT build errors...
             reason = f"{name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"

@@ -10,13 +10,9 @@ import os
 
 import torch
 
-from lib.runtime.backends import (
-    BackendOptions,
-    BackendUnavailable,
-    build_tensorrt,
-    normalise_precision,
-    trace_model,
-)
+from lib.runtime.aot_package import BackendUnavailable
+from lib.runtime.backends import BackendOptions
+from lib.runtime.traced_engines import build_tensorrt, normalise_precision, trace_model
 from lib import atomic
 from lib.networks.factory import NetworkSpec, file_checksum, input_channels
 from lib.runtime.aot_package import aot_package_path, check_cpu_compiler

@@ -13,7 +13,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import get_mime_type
 
-from lib.datastore.label_check import check_volume_file
+from lib.datastore.label_files import check_volume_file
 from lib.datastore.names import check_inside, check_name
 from lib.errors import InputError, http_error
 from lib.server import uploads

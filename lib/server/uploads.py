@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
-from lib.datastore.label_check import file_extension
+from lib.datastore.label_files import file_extension
 from lib.errors import InputError
 
 _lock = threading.Lock()
