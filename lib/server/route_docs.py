@@ -50,22 +50,25 @@ ROUTES: list[Route] = [
     Route(("GET",), "/datastore/", APP, "images and labels of the datastore"),
     Route(("PUT",), "/datastore/image", APP, "upload a new image (`.nii.gz`, `.nii`, `.nrrd`); an existing id is a 409"),
     Route(("PUT",), "/datastore/", APP, "old name of `PUT /datastore/image`"),
-    Route(("HEAD", "GET"), "/datastore/image", APP, "whether an image exists; download it"),
+    Route(("HEAD",), "/datastore/image", APP, "whether an image exists"),
+    Route(("GET",), "/datastore/image", APP, "download an image"),
     Route(("DELETE",), "/datastore/image", APP,
           "remove an image: its file moves to `<studies>/.deleted/`, its labels' histories stay"),
     Route(("DELETE",), "/datastore/", APP, "old name of `DELETE /datastore/image`"),
-    Route(("GET", "PUT"), "/datastore/image/info", STOCK, "read or update an image's info"),
+    Route(("GET",), "/datastore/image/info", STOCK, "an image's info"),
+    Route(("PUT",), "/datastore/image/info", STOCK, "update an image's info"),
     Route(("GET",), "/datastore/dataset", APP, "the labelled dataset as a ZIP archive"),
     Route(("PUT",), "/datastore/label", APP,
           "save a label, checked against its image; `If-Match: \"N\"` or `rev=N` makes a stale save a 409; the answer "
           "carries the new `revision` ([labels and their history](../how-to/backups.md))"),
-    Route(("HEAD", "GET"), "/datastore/label", APP,
-          "whether a label exists; download the current label (its revision in the `ETag` header)"),
+    Route(("HEAD",), "/datastore/label", APP, "whether a label exists"),
+    Route(("GET",), "/datastore/label", APP, "download the current label (its revision in the `ETag` header)"),
     Route(("DELETE",), "/datastore/label", APP, "remove the current label (recorded as a deletion revision)"),
     Route(("GET",), "/datastore/label/versions", APP, "every version of a label, oldest first"),
     Route(("GET",), "/datastore/label/version", APP, "download one version (`rev=N`)"),
     Route(("POST",), "/datastore/label/restore", APP, "make an earlier version current again (as a new version)"),
-    Route(("GET", "PUT"), "/datastore/label/info", STOCK, "read or update a label's info"),
+    Route(("GET",), "/datastore/label/info", STOCK, "a label's info"),
+    Route(("PUT",), "/datastore/label/info", STOCK, "update a label's info"),
     Route(("PUT",), "/datastore/updatelabelinfo", STOCK, "old name of `PUT /datastore/label/info`"),
     # ---- sessions ----------------------------------------------------------------------------------------
     Route(("PUT",), "/session/", APP,
@@ -79,7 +82,8 @@ ROUTES: list[Route] = [
           "the request parameters and prompts; `save_label` needs the annotator role"),
     Route(("POST",), "/infer/wsi/{model}", STOCK, "MONAI Label's whole-slide pathology inference (no such model here)"),
     Route(("POST",), "/infer/wsi_v2/{model}", STOCK, "the same, second version"),
-    Route(("GET", "DELETE"), "/batch/infer", STOCK, "status of a batch inference; stop it"),
+    Route(("GET",), "/batch/infer", STOCK, "status of a batch inference"),
+    Route(("DELETE",), "/batch/infer", STOCK, "stop a batch inference"),
     Route(("POST",), "/batch/infer/{model}", STOCK, "infer every image of the datastore with a model"),
     # ---- training, scoring, active learning -------------------------------------------------------------
     Route(("GET",), "/train/", APP,
@@ -91,7 +95,8 @@ ROUTES: list[Route] = [
           "cannot train; 429 while one runs unless `enqueue`"),
     Route(("DELETE",), "/train/", STOCK, "stop the running training; the last published weights stay"),
     Route(("POST",), "/scoring/{method}", APP, "run a scoring method now (`dints_uncertainty`)"),
-    Route(("GET", "DELETE"), "/scoring/", STOCK, "status of the scoring run; stop it"),
+    Route(("GET",), "/scoring/", STOCK, "status of the scoring run"),
+    Route(("DELETE",), "/scoring/", STOCK, "stop the scoring run"),
     Route(("POST",), "/scoring/", STOCK, "run every scoring method"),
     Route(("POST",), "/activelearning/{strategy}", APP,
           "next image to label: `uncertainty`, `random` or `first` (*Next Sample*)"),
@@ -103,9 +108,10 @@ ROUTES: list[Route] = [
     Route(("GET",), "/logs/", STOCK, "the server log"),
     Route(("GET",), "/logs/gpu", STOCK, "`nvidia-smi` output"),
     # ---- DICOMweb ----------------------------------------------------------------------------------------
-    Route(("GET", "POST"), "/proxy/dicom/{path}", APP,
-          "OHIF's DICOMweb proxy (`qido/`, `wado/`, `stow/`): query string, `Accept` and body passed to the PACS "
-          "with the server's own credentials; 502 when the PACS cannot be reached"),
+    Route(("GET",), "/proxy/dicom/{path}", APP,
+          "OHIF's DICOMweb proxy (`qido/...`, `wado/...`): query string and `Accept` passed to the PACS byte for "
+          "byte with the server's own credentials, never the browser's; 502 when the PACS cannot be reached"),
+    Route(("POST",), "/proxy/dicom/{path}", APP, "the same for STOW-RS (`stow/...`) and POSTed queries, body passed on"),
 ]
 
 
