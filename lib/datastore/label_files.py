@@ -134,6 +134,18 @@ def read_geometry(path: str) -> Geometry:
     raise ValueError(f"'{ext}' files are not supported")
 
 
+def header_shape(path: str) -> tuple[int, int, int] | None:
+    """A volume file's 3-D shape from its header alone; None for a folder (a DICOM series), an unreadable header or
+    another number of axes (the loader then says what is wrong)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        shape = read_geometry(path).shape
+    except Exception:
+        return None
+    return tuple(int(v) for v in shape) if len(shape) == 3 else None
+
+
 def declared_bytes(path: str) -> int:
     """How many bytes a NIfTI/NRRD file's voxels take once decompressed, from its header alone (every axis, a
     segmentation's layers included): what reading it would allocate."""

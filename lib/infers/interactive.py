@@ -38,7 +38,7 @@ from lib.transforms.preprocessing import ct_preprocessing
 from lib.profiles import Profile
 from lib.prompts.label_edit import apply_clicks
 from lib.prompts.walker import WalkerSettings
-from lib.datastore.label_files import read_geometry
+from lib.datastore.label_files import header_shape
 from lib.runtime.click_cache import ClickState, ImageBase, StateCache, click_set, image_key, union_box
 from lib.runtime.fast_path import configure_threads, fast_pass
 from lib.runtime.served_model import ServedModel
@@ -115,15 +115,7 @@ class InteractiveInfer(ServedTask):
         a DICOM series folder or an unreadable header: the loader then says what is wrong, and the bounds of the
         clicks are checked once the image is loaded)."""
         base = self.cache.base(image_key(path, self.served.checksum()))
-        if base is not None:
-            return base.input_shape
-        if not os.path.isfile(path):
-            return None
-        try:
-            shape = read_geometry(path).shape
-        except Exception:
-            return None
-        return tuple(int(v) for v in shape) if len(shape) == 3 else None
+        return base.input_shape if base is not None else header_shape(path)
 
     def __call__(self, request, callbacks=None):
         start = time.time()

@@ -25,7 +25,7 @@ import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from scipy import ndimage
 
-from lib.datastore.label_files import Geometry, read_geometry, read_voxels
+from lib.datastore.label_files import Geometry, header_shape, read_geometry, read_voxels
 from lib.datastore.label_check import geometry_problem
 from lib.errors import InputError
 from lib.prompts.requests import parse_point_prompts, parse_box, scribble_ids
@@ -86,7 +86,7 @@ class PromptInfer(InferTask):
         path = request.get("image")
         if not isinstance(path, str) or not os.path.exists(path):
             raise InputError("image not found", 404)
-        shape = self._header_shape(path)
+        shape = header_shape(path)
         if self.type == InferType.DEEPGROW:
             prompts = parse_point_prompts(request, shape)  # 400 before the image is read
             hu, affine = self.images.get(path)
@@ -129,16 +129,6 @@ class PromptInfer(InferTask):
         if not fg.any():
             raise InputError("no foreground: draw a foreground scribble on the structure (or select its segment)", 400)
         return Prompts(foreground=fg, background=bg, box=parse_box(request.get("roi"), hu.shape))
-
-    @staticmethod
-    def _header_shape(path: str):
-        if not os.path.isfile(path):
-            return None
-        try:
-            shape = read_geometry(path).shape
-        except Exception:
-            return None
-        return tuple(int(v) for v in shape) if len(shape) == 3 else None
 
     @staticmethod
     def _extension(request) -> str:

@@ -4,7 +4,8 @@ default ``dints_pancreas``).
 MONAI Label runs a train request in a child process (``python -m monailabel.interfaces.utils.app -m train``),
 shows its output lines in ``GET /train`` and kills it (with its children) on ``DELETE /train``. Everything
 these tasks publish is written atomically, so a stopped run leaves the previous files intact.
-Request parameters and defaults: ``SEARCH_PARAMS`` / ``TRAIN_PARAMS`` (also shown in ``/info``).
+Request parameters and defaults: ``SEARCH_PARAMS`` / ``TRAIN_PARAMS`` (also shown in ``/info``), from the table
+``request_params.toml`` beside this module.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from monailabel.interfaces.tasks.train import TrainTask
@@ -27,76 +30,20 @@ from lib.trainers.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-COMMON_PARAMS: tuple[Param, ...] = (
-    Param("device", "auto", "str", "`auto` (CUDA when available), `cpu`, `cuda`"),
-    Param("multi_gpu", False, "bool", "data-parallel training in several processes (DDP; `gloo` on CPU, `nccl` on CUDA)"),
-    Param("gpus", "all", "str", "MONAI Label's GPU list (`all` or `0,1`); on CUDA the process count defaults to it"),
-    Param("num_processes", 0, "int", "processes for `multi_gpu` (0: the number of GPUs, or 2 on CPU)"),
-    Param("num_threads", 0, "int", "torch CPU threads per process (0: CPU cores / processes)"),
-    Param("amp", True, "bool", "mixed precision (CUDA only; ignored on CPU)"),
-    Param("seed", 0, "int", "random seed (network initialisation, crops, augmentation)"),
-    Param("num_workers", 0, "int", "data-loader worker processes per training process"),
-    Param("val_split", 0.2, "float", "fraction of labelled images held out for validation when the split is first made"),
-    Param("val_ids", "", "str", "comma-separated image ids: fix the validation set to exactly these (persisted)"),
-    Param("reset_split", False, "bool", "forget the persisted split and draw it again from the image ids"),
-    Param("flip_prob", 0.0, "float", "probability of each random axis flip (0 keeps left/right anatomy cues)"),
-    Param("include_background", False, "bool", "count the background in the Dice part of DiceCE (the bundles: false)"),
-)
+def _params(group: str) -> tuple[Param, ...]:
+    """One group of ``request_params.toml`` (beside this file) as :class:`lib.params.Param`s."""
+    out = []
+    for e in _REQUEST_PARAMS[group]:
+        default = tuple(e["default"]) if e["kind"] in ("int3", "floats") else e["default"]
+        out.append(Param(e["name"], default, e["kind"], e["doc"], tuple(e["bounds"]) if "bounds" in e else None))
+    return tuple(out)
 
-SEARCH_PARAMS: tuple[Param, ...] = (
-    Param("epochs", 1430, "int", "search epochs in all (bundle: 1430)"),
-    Param("warmup_epochs", 715, "int", "first epochs train the weights only (bundle: 715)"),
-    Param("val_interval", 100, "int", "validate every N epochs (and after the last)"),
-    Param("channel_mul", 0.5, "float", "supernet width multiplier (bundle search: 0.5)"),
-    Param("num_blocks", 12, "int", "supernet blocks"),
-    Param("num_depths", 4, "int", "supernet resolutions"),
-    Param("crop_size", (0, 0, 0), "int3", "training crop in voxels at the model spacing (0: the task's, 96^3)"),
-    Param("num_crops", 1, "int", "class-balanced crops per image per step"),
-    Param("batch_size", 1, "int", "images per step (each gives `num_crops` crops)"),
-    Param("lr", 0.025, "float", "SGD learning rate of the weights (times the number of processes)"),
-    Param("lr_arch", 0.001, "float", "Adam learning rate of log_alpha_a / log_alpha_c (times the number of processes)"),
-    Param("weight_decay", 4e-5, "float", "SGD weight decay"),
-    Param("lr_milestones", (0.4, 0.8), "floats", "fractions of the post-warm-up epochs at which the weights' lr halves"),
-    Param("ram_cost_factor", 0.8, "float", "target fraction of the supernet's memory use"),
-    Param("topology_weight", 0.001, "float", "weight of the topology entropy in the architecture loss"),
-    Param("val_roi_size", (96, 96, 96), "int3", "sliding-window size of validation"),
-    Param("sw_batch_size", 2, "int", "sliding-window batch of validation"),
-    Param("sw_overlap", 0.625, "float", "sliding-window overlap of validation"),
-    Param("output", "", "str", "name of the architecture file to write in the model folder (a file name, not a path; "
-          "default `dints_<task>_<profile>_arch_searched.pth`)"),
-) + COMMON_PARAMS
 
-TRAIN_PARAMS: tuple[Param, ...] = (
-    Param("epochs", 400, "int", "training epochs (bundle: 400; times the number of processes, see `scale_schedule`)"),
-    Param("val_interval", 10, "int", "validate (and maybe publish) every N epochs and after the last"),
-    Param("crop_size", (0, 0, 0), "int3", "training crop in voxels at the model spacing (0: the task's, 96^3)"),
-    Param("num_crops", 1, "int", "class-balanced crops per image per step"),
-    Param("batch_size", 2, "int", "images per step (each gives `num_crops` crops)"),
-    Param("lr", 0.025, "float", "SGD learning rate (times the number of processes, as the bundle's multi_gpu config)"),
-    Param("lr_step_epochs", 80, "int", "StepLR: halve the learning rate every N epochs"),
-    Param("scale_schedule", True, "bool", "with N processes, multiply `epochs`, `lr_step_epochs` and `val_interval` by N as "
-          "the bundle's multi_gpu_train.yaml does (each process sees 1/N of the images per epoch)"),
-    Param("weight_decay", 4e-5, "float", "SGD weight decay"),
-    Param("finetune", True, "bool", "start from the current weights when they have the same architecture"),
-    Param("arch", "auto", "str", "DiNTS: `auto` (the searched architecture if present, else the profile's), `searched`, "
-          "`shipped`, or the name of an architecture file in the model folder (a file name, not a path)"),
-    Param("publish_policy", "improve", "str", "`improve`: publish the best epoch only if it beats the current model on the validation images; "
-          "`best`: publish the best epoch of this run; `always`: publish every validated epoch"),
-    Param("val_roi_size", (0, 0, 0), "int3", "sliding-window size of validation (0: the profile's window)"),
-    Param("sw_batch_size", 0, "int", "sliding-window batch of validation (0: the profile's)"),
-    Param("sw_overlap", -1.0, "float", "sliding-window overlap of validation (-1: the profile's)"),
-) + COMMON_PARAMS
-
-INTERACTIVE_PARAMS: tuple[Param, ...] = (
-    Param("no_click_prob", 0.3, "float", "interactive model: fraction of crops trained with no clicks (the automatic mode)",
-          (0.0, 1.0)),
-    Param("initial_clicks", 2, "int", "interactive model: at most this many clicks per class drawn from the label", (0, 20)),
-    Param("click_rounds", 2, "int", "interactive model: at most this many rounds of clicks in the prediction's errors", (0, 20)),
-    Param("deepest_prob", 0.0, "float", "interactive model: share of error rounds clicked where the robot user would click "
-          "(deepest inside the largest error region) instead of at a random deep error voxel", (0.0, 1.0)),
-    Param("focus_weight", 0.0, "float", "interactive model: weight of an extra cross-entropy over the error regions the "
-          "error clicks were put in (0: off)", (0.0, 100.0)),
-)
+_REQUEST_PARAMS = tomllib.loads(Path(__file__).with_name("request_params.toml").read_text(encoding="utf-8"))
+COMMON_PARAMS = _params("common")
+SEARCH_PARAMS = _params("search") + COMMON_PARAMS
+TRAIN_PARAMS = _params("train") + COMMON_PARAMS
+INTERACTIVE_PARAMS = _params("interactive")
 
 
 ARCH_CHOICES = ("", "auto", "searched", "shipped")
