@@ -16,7 +16,9 @@ For every seed:
 * after every round, Dice per class (pancreas, tumour; NaN-free means) on the held-out set.
 
 ``uncertainty`` ranks the pool with :func:`lib.scoring.tta.score_volume` (the scoring method the server
-uses) under the current model; ``random`` draws uniformly (its own RNG, seeded). Output: the learning
+uses) under the current model; ``random`` draws uniformly (its own RNG, seeded). ``random_fg``, ``bald`` and
+``clasp_pe`` (``--strategies``; not run by default) apply the rules of the server's strategies of those names to
+the same scores (``bald``: the TTA committee's mutual information). Output: the learning
 curves per strategy (mean +- standard deviation over seeds), the normalised area under each curve
 (trapezoid over the number of labelled volumes, divided by the x range), the paired per-seed AUC
 difference, a JSON record and a PNG plot.
@@ -82,20 +84,48 @@ def load_cases(seeds, spacing, crop, crop_masks: bool, preset: str):
 
 
 # ---- strategies -----------------------------------------------------------------------------------------
+STRATEGIES = ("uncertainty", "random", "random_fg", "bald", "clasp_pe")
+
+
 def pick(strategy: str, net, pool: dict[int, dict], unlabelled: list[int], m: int, rng: np.random.Generator,
-         spacing, samples: int, log_scores: list) -> list[int]:
+         spacing, samples: int, log_scores: list, state: dict | None = None, n_labelled: int = 0,
+         seed: int = 0) -> list[int]:
+    """``m`` pool indices by ``strategy``. ``random_fg``, ``bald`` and ``clasp_pe`` use the selection rules of the
+    server's strategies (:mod:`lib.activelearning.scored_strategies`) on the same :func:`score_volume` results; ``state``
+    carries ``clasp_pe``'s quota across rounds."""
     if strategy == "random":
         return [int(i) for i in rng.choice(unlabelled, size=min(m, len(unlabelled)), replace=False)]
-    if strategy == "uncertainty":
+    if strategy in ("uncertainty", "random_fg", "bald", "clasp_pe"):
+        from lib.activelearning.scored_strategies import ClaspQuota, clasp_pick, predicted_tumour
         from lib.scoring.tta import TTAOptions, score_volume
 
         opts = TTAOptions(samples=samples)
-        scores = {}
-        for i in unlabelled:
-            scores[i] = score_volume(net, pool[i]["image"], spacing, opts)["score"]
-        log_scores.append({str(k): round(v, 4) for k, v in scores.items()})
-        ranked = sorted(unlabelled, key=lambda i: (-scores[i], i))
-        return ranked[:m]
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        res = {i: {**score_volume(net, pool[i]["image"], spacing, opts), "voxel_ml": voxel_ml} for i in unlabelled}
+        scores = {i: r["bald" if strategy == "bald" else "score"] for i, r in res.items()}
+        tumour = {i for i, r in res.items() if predicted_tumour(r)}
+        log_scores.append({str(k): round(v, 4) for k, v in scores.items()} if strategy == "uncertainty" else
+                          {str(k): {"bald" if strategy == "bald" else "score": round(v, 4), "tumor": k in tumour}
+                           for k, v in scores.items()})
+        if strategy in ("uncertainty", "bald"):
+            return sorted(unlabelled, key=lambda i: (-scores[i], i))[:m]
+        left, chosen = list(unlabelled), []
+        if strategy == "random_fg":  # ForegroundRandomStrategy's rule, with the campaign's RNG
+            for _ in range(min(m, len(left))):
+                t = [i for i in left if i in tumour]
+                o = [i for i in left if i not in tumour]
+                group = t if t and (not o or rng.random() < 0.5) else o
+                chosen.append(int(rng.choice(group)))
+                left.remove(chosen[-1])
+            return chosen
+        quota = (state if state is not None else {}).setdefault("quota", ClaspQuota())
+        keys = {str(i): i for i in left}
+        for _ in range(min(m, len(left))):
+            r = clasp_pick([str(i) for i in left], {str(i): scores[i] for i in left}, {str(i) for i in tumour},
+                           quota, n_labelled + len(chosen), seed)
+            chosen.append(keys[r["id"]])
+            left.remove(chosen[-1])
+        return chosen
     raise ValueError(strategy)
 
 
@@ -139,13 +169,14 @@ def campaign(seed: int, strategies: list[str], cfg: dict, heldout: list[dict], s
         labelled = list(initial)
         rng = np.random.default_rng(10_000 + seed)
         curve = [{"labelled": len(labelled), **d0}]
-        picks, scores_log = [], []
+        picks, scores_log, state = [], [], {}
         for r in range(1, cfg["rounds"] + 1):
             unlabelled = [i for i in pool if i not in labelled]
             if not unlabelled:
                 break
             t = time.time()
-            chosen = pick(strategy, net, pool, unlabelled, cfg["m"], rng, spacing, cfg["samples"], scores_log)
+            chosen = pick(strategy, net, pool, unlabelled, cfg["m"], rng, spacing, cfg["samples"], scores_log,
+                          state=state, n_labelled=len(labelled), seed=seed)
             log(f"seed {seed} {strategy} round {r}: picked {chosen} in {time.time() - t:.0f}s")
             picks.append(chosen)
             labelled += chosen
@@ -224,7 +255,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    colours = {"uncertainty": "tab:red", "random": "tab:blue", "first": "tab:green"}
+    colours = {"uncertainty": "tab:red", "random": "tab:blue", "first": "tab:green", "random_fg": "tab:purple",
+               "bald": "tab:orange", "clasp_pe": "tab:brown"}
     for ax, metric in zip(axes, METRICS):
         for s, e in summary["strategies"].items():
             xs, m = np.array(e["labelled"]), e[metric]
@@ -246,7 +278,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small pool, few steps, 2 seeds: minutes on CPU")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
-    ap.add_argument("--strategies", nargs="+", default=["uncertainty", "random"], choices=["uncertainty", "random"])
+    ap.add_argument("--strategies", nargs="+", default=["uncertainty", "random"], choices=list(STRATEGIES))
     for key in ("pool", "heldout", "k", "m", "rounds", "init_steps", "steps", "crop", "samples", "val_roi"):
         ap.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
     ap.add_argument("--channel-mul", type=float, default=None)

@@ -1,24 +1,28 @@
-"""How many clicks does it take? The robot user (:mod:`lib.robot_user`) against the interactive model.
+"""How many prompts does it take? The robot user (:mod:`lib.robot_user`) against the served interactive models,
+real CT first.
 
     python benchmarks/interactive.py --quick     # a few minutes on a 2-core CPU
-    python benchmarks/interactive.py             # the README's figures
+    python benchmarks/interactive.py             # the figures in docs/benchmarks.md
+    python benchmarks/interactive.py --latency-only   # only the 512 x 512 x 181 timings (run it on a quiet machine)
 
-The served infer task itself (``deepedit_pancreas`` as the app builds it, with its cache of per-image bases and
-per-click-set states) is called in process, request by request, exactly as a client's requests reach it: each
-request carries every click so far, so each starts from the state of the previous one and runs one window. On held-out phantoms (seeds 9500+, preset ``train``; never used for training, validation or the sample
-datastore):
+The tasks are called in process, request by request, as a client's requests reach them (each request carries
+every prompt so far):
 
-* **pancreas**: Dice of the pancreas after k = 0 (automatic) .. ``--clicks`` robot clicks on the pancreas, and
-  NoC@85 / NoC@90 / NoC@95 (clicks to reach that Dice, capped at 20);
-* **tumour** (phantoms that have one): Dice of the tumour after k = 0 .. ``--tumour-clicks`` clicks on the tumour,
-  starting from the automatic answer;
-* **latency**: the time from request to written label file per click on a 512 x 512 x 181 phantom (clinical
-  grid), after the first (automatic) request, whose time is reported on its own; and what the cache holds for
-  that image (its base, one click state);
-* **real CT** (``../shared/data/real-ct``, when present): the pancreas curve against its reference mask, which
-  is another model's output - reported, never tuned to.
+* **real CT, every organ** (``../shared/data/real-ct``: its multi-organ mask is another model's output, a
+  reference, not expert truth): ``prompt_organ`` after 1..``--clicks`` robot points, the same with a *jittered*
+  robot (points moved by a few mm, some across a boundary; mean of 3 seeds), and a box alone (the organ's
+  bounding box). The walker's settings were chosen on spleen, left kidney, liver and gallbladder only
+  (``TUNED_ON``); every other organ is held out;
+* **real CT pancreas** with ``deepedit_pancreas`` as served (its network's automatic answer, then points);
+* **held-out phantoms** (seeds 9500+, preset ``train``; never used for training, validation or the sample
+  datastore): pancreas Dice after 0..``--clicks`` pancreas clicks with NoC@85/90/95, tumour Dice after
+  0..``--tumour-clicks`` tumour clicks;
+* **latency** on a 512 x 512 x 181 phantom (clinical grid): the first request and each later one, request to
+  written label file, for ``deepedit_pancreas`` and for ``prompt_organ`` (whose first prompt needs no
+  whole-volume pass).
 
-Writes ``benchmarks/results/interactive_<mode>.json`` and a plot ``interactive_<mode>.png``.
+``--conf KEY=VALUE`` passes app options to the interactive model (e.g. ``click_model=network``). Writes
+``benchmarks/results/interactive_<mode>.json`` and its plot ``interactive_<mode>.png``.
 """
 
 from __future__ import annotations
@@ -129,8 +133,15 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "pancreas", "pancreas clicks"), (axes[1], "tumour", "tumour clicks")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    organs = results.get("real_ct_organs") or {}
+    for name, entry in organs.items():  # real CT first: the prompt model, robot user, every organ of the reference
+        c = entry["curve"]
+        axes[0].plot(range(len(c)), c, "-" if entry["tuned_on"] else "--", label=name + (" (tuned on)" if entry["tuned_on"] else ""))
+    axes[0].axhline(0.85, color="grey", lw=0.8, ls=":")
+    axes[0].set(xlabel="prompts", ylabel="Dice", title="real CT, prompt_organ (vs. TotalSegmentator masks)", ylim=(0, 1))
+    axes[0].legend(loc="lower right", fontsize=6)
+    for ax, key, title in ((axes[1], "pancreas", "phantoms: pancreas clicks"), (axes[2], "tumour", "phantoms: tumour clicks")):
         curves = [c["curve"] for c in results["phantoms"][key]]
         if curves:
             n = min(len(c) for c in curves)
@@ -139,14 +150,14 @@ def plot(results: dict, path: Path) -> None:
             ax.fill_between(range(n), arr.min(0), arr.max(0), alpha=0.2)
         if key == "pancreas" and results.get("real_ct"):
             c = results["real_ct"]["curve"]
-            ax.plot(range(len(c)), c, "s--", label="real CT (vs. TotalSegmentator mask)")
+            ax.plot(range(len(c)), c, "s--", label="real CT pancreas, deepedit_pancreas")
         ax.axhline(0.9 if key == "pancreas" else 0.7, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("clicks")
         ax.set_ylabel("Dice")
         ax.set_title(title)
         ax.set_ylim(0, 1)
         ax.legend(loc="lower right")
-    fig.suptitle(f"deepedit_pancreas, robot user ({results['machine']})", fontsize=9)
+    fig.suptitle(f"robot user; deepedit_pancreas with --conf {results.get('conf')} ({results['machine']})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -243,12 +254,20 @@ def main(argv=None) -> int:
                     help="an app --conf option for the interactive model (e.g. click_scope=window); repeatable")
     ap.add_argument("--skip-real", action="store_true", help="leave out the real CT (e.g. while tuning)")
     ap.add_argument("--skip-latency", action="store_true", help="leave out the 512x512x181 latency run")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only the 512x512x181 latency of both models (to measure it on a quiet machine)")
+    ap.add_argument("--replot", default=None, metavar="JSON", help="redraw the plot of a results file and stop")
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/interactive_<mode>.json)")
     args = ap.parse_args(argv)
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text()), Path(args.replot).with_suffix(".png"))
+        return 0
     mode = "quick" if args.quick else "full"
     m = dict(MODES[mode])
     if args.cases:
         m["cases"] = args.cases
+    if args.latency_only:
+        m["cases"], args.skip_real, args.skip_latency = 0, True, False
 
     from lib.clicks import click_names
     from lib.configs.interactive import InteractiveConfig

@@ -10,7 +10,7 @@ Usage::
     .venv/bin/python scripts/make_reference.py           # rewrite both pages
     .venv/bin/python scripts/make_reference.py --check   # exit 1 (and say which) if a committed page is out of date
 
-``tests/test_docs.py`` runs the same comparison.
+``tests/unit/test_docs.py`` runs the same comparison.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what a local PACS and the OHIF browser test need, from Debian's packages (once; idempotent):
 #   orthanc, orthanc-dicomweb   the PACS and its DICOMweb plugin (./run_pacs.sh)
-#   chromium                    headless browser for the OHIF end-to-end test (tests/test_pacs_ohif.py)
+#   chromium                    headless browser for the OHIF end-to-end test (tests/e2e/test_pacs_ohif.py)
 # Needs root (or sudo) and apt. Python packages (dcmqi, playwright) come with ./scripts/setup.sh.
 set -euo pipefail
 want=()

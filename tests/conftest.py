@@ -1,10 +1,11 @@
-"""Shared fixtures: repository paths, the ../shared data (skipped with a reason where absent),
-private copies of the model folder and of the sample datastore, and a running server."""
+"""Fixtures for every kind of test (tests/unit, tests/server, tests/e2e): the ../shared data (skipped with a
+reason where absent), private copies of the model folder and of the sample datastore, a per-module folder.
+
+The server fixture factory (``start_server``) and the Slicer client are in tests/server/conftest.py; helpers
+shared by several kinds are in tests/support/."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,12 +18,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-SHARED = Path(os.environ.get("DINTS_LABEL_SHARED", REPO_ROOT.parent / "shared"))
-REAL_CT = SHARED / "data" / "real-ct" / "example_ct.nii.gz"
-REAL_CT_REFERENCE = SHARED / "data" / "real-ct" / "example_ct_pancreas_reference.nii.gz"
-CVPR_ARCH = SHARED / "data" / "dints" / "arch_code_cvpr.pth"
-SAMPLE_DATASTORE = REPO_ROOT / "sample-datastore"
-MODEL_DIR = REPO_ROOT / "model"
+from support.repo import CVPR_ARCH, REAL_CT, copy_datastore, copy_model_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -39,21 +35,6 @@ def cvpr_arch() -> Path:
     return CVPR_ARCH
 
 
-def copy_model_dir(dst: Path) -> Path:
-    """A private copy of model/ so that training in a test never touches the shipped files."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in MODEL_DIR.iterdir():
-        if f.is_file() and f.suffix in (".pt", ".pth", ".json"):
-            shutil.copy2(f, dst / f.name)
-    return dst
-
-
-def copy_datastore(dst: Path) -> Path:
-    """A private copy of the shipped sample datastore without server state files."""
-    shutil.copytree(SAMPLE_DATASTORE, dst, ignore=shutil.ignore_patterns(".lock", "datastore_v2.json", "README.md"))
-    return dst
-
-
 @pytest.fixture
 def model_dir(tmp_path) -> Path:
     return copy_model_dir(tmp_path / "model")
@@ -67,14 +48,3 @@ def studies(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def module_tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("module")
-
-
-@pytest.fixture(scope="module")
-def client(server, module_tmp):
-    """The 3D Slicer plugin's client for the module's ``server`` fixture, with its own download folder
-    (with the default /tmp the server's clean-up of its result file can delete the client's copy)."""
-    from monailabel.client.client import MONAILabelClient
-
-    tmp = module_tmp / "client"
-    tmp.mkdir()
-    return MONAILabelClient(server.url, tmpdir=str(tmp))

@@ -1,6 +1,6 @@
-"""Next-sample strategies: ``uncertainty``, ``random`` and ``first``.
+"""Next-sample strategies: ``uncertainty``, ``random``, ``first``, ``random_fg``, ``bald`` and ``clasp_pe``.
 
-All three choose among the unlabelled images (no ``final`` label) and share one rule: an image handed out
+All of them choose among the unlabelled images (no ``final`` label) and share one rule: an image handed out
 in the last ``reserve_seconds`` (by any strategy, to anyone) is not handed out again while another one is
 free, so two annotators pressing "Next Sample" at the same time get different volumes. The reservation is
 taken inside the strategy under a lock (not only in the REST layer's ``strategy`` stamp in the image info,
@@ -12,6 +12,12 @@ Answers are plain dicts. With nothing left to label the answer is ``{"id": None,
 reason, never an error trace. ``uncertainty`` uses the scores of the current model only (the checksum
 stored with each score must match); with none ready it picks at random and says so
 (``"fallback": "random"`` and a ``message``), and asks for scoring to be started.
+
+``random_fg``, ``bald`` and ``clasp_pe`` read the same stored scores under the same rule (a score of another
+model checksum or other scoring options counts as missing) and fall back the same way, with the same
+``"fallback": "random"`` field and ``message``:
+
+``random_fg``, ``bald`` and ``clasp_pe`` live in :mod:`lib.activelearning.scored_strategies`.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class _Base(Strategy):
     def __init__(self, description: str, reservations: Reservations | None = None):
         super().__init__(description)
         self.reservations = reservations or Reservations()
+        self.labelled_count = 0
 
     def info(self):
         return {**super().info(), "reserve_seconds": self.reservations.seconds}
@@ -96,6 +103,7 @@ class _Base(Strategy):
                 free = [oldest]
                 note = (f"every unlabelled image was handed out in the last {int(self.reservations.seconds)} s; "
                         "returning the one handed out longest ago")
+            self.labelled_count = max(0, total - len(unlabelled))  # for strategies that schedule on it
             res = self.choose(free, infos, request)
             self.reservations.take(res["id"], client, now)
         res.update(remaining=len(unlabelled), available=len(free) if note is None else 0, total=total)

@@ -2,7 +2,7 @@
 data, read by nobody at run time.
 
 ``scripts/make_reference.py`` writes ``docs/reference/configuration.md`` from :data:`OPTIONS` and
-:data:`SECTIONS`; ``tests/test_docs.py`` fails when an option the code reads (``conf.get("name"``, ``conf["name"]``,
+:data:`SECTIONS`; ``tests/unit/test_docs.py`` fails when an option the code reads (``conf.get("name"``, ``conf["name"]``,
 ``"name" in conf``, or ``conf_prefix + "name"``, in ``lib/`` and ``apps/``) is missing here, or when the committed
 reference differs from what the generator writes. The code reads its options where it always did
 (:mod:`lib.configs.segmentation`, :mod:`lib.configs.interactive`, ``apps/dints_pancreas/main.py``,

@@ -183,15 +183,20 @@ class SegmentationConfig(TaskConfig):
         }
 
     def strategy(self, on_not_ready=None):
-        """``uncertainty``, ``random`` and ``first``, sharing one reservation window (``al_reserve_seconds``)."""
+        """``uncertainty``, ``random``, ``first``, ``random_fg``, ``bald`` and ``clasp_pe``, sharing one reservation
+        window (``al_reserve_seconds``); the scored ones read the ``dints_uncertainty`` scores of the current model."""
+        from lib.activelearning.scored_strategies import BaldStrategy, ClaspPEStrategy, ForegroundRandomStrategy
         from lib.activelearning.strategies import FirstStrategy, RandomStrategy, Reservations, UncertaintyStrategy
         from lib.scoring.dints_uncertainty import options_hash
 
         reservations = Reservations(float(self.conf.get("al_reserve_seconds", 3600)))
+        opts_hash = options_hash(self.scoring_options(), self.scoring_spacing())
+        scored = dict(reservations=reservations, on_not_ready=on_not_ready, opts_hash=opts_hash)
         return {
-            "uncertainty": UncertaintyStrategy(
-                self.served.checksum, reservations, on_not_ready=on_not_ready,
-                opts_hash=options_hash(self.scoring_options(), self.scoring_spacing())),
+            "uncertainty": UncertaintyStrategy(self.served.checksum, **scored),
             "random": RandomStrategy(reservations),
             "first": FirstStrategy(reservations),
+            "random_fg": ForegroundRandomStrategy(self.served.checksum, **scored),
+            "bald": BaldStrategy(self.served.checksum, **scored),
+            "clasp_pe": ClaspPEStrategy(self.served.checksum, **scored),
         }

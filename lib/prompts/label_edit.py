@@ -4,8 +4,9 @@ and the current answer say, found from the image's edges.
 Per class (ascending, so the tumour is decided inside the pancreas, not the other way round):
 
 * a component of the current answer that holds a click of another class (background included) and none of its
-  own is the annotator saying "not this": it is removed; one that holds clicks of both is replaced by the
-  walker's region for the class;
+  own is the annotator saying "not this" about the part around the click: a stray blob goes whole, a wrong part
+  hanging on a larger region goes where the walker, between the click and the region's core, gives it to the
+  click (:func:`_disputed_part`); one that holds clicks of both is replaced by the walker's region for the class;
 * with clicks of its own, the walker finds the region they point at (every click of another class is a negative
   prompt) and it is added. The network's answer is no evidence for the walker: on real CT a phantom-trained
   network's stray answer would lead it astray, and where the network is right the clicks go to what it missed;
@@ -20,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from lib.prompts.walker import Prompts, WalkerSettings, segment
+from lib.transforms.components import bounding_slices
 
 FULL = np.ones((3, 3, 3), dtype=bool)
 
@@ -32,6 +34,31 @@ def _components_hit(mask: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, n
     idx = np.rint(points).astype(int)
     ids = np.unique(comps[idx[:, 0], idx[:, 1], idx[:, 2]])
     return comps, ids[ids > 0]
+
+
+def _disputed_part(component: np.ndarray, negative: np.ndarray, hu: np.ndarray, spacing: Sequence[float],
+                   settings: WalkerSettings) -> np.ndarray:
+    """The part of ``component`` a negative click in it takes away. A careful annotator (and the robot user) clicks
+    near the middle of what is wrong, so the wrong part is about as thick as the click lies deep: the component's
+    voxels lying deeper than the click (the core of a larger region the wrong part hangs on) are kept as
+    evidence, and the walker decides between them and the click. A component with nothing deeper than the click
+    (a stray blob, clicked at its middle) goes whole."""
+    box = bounding_slices(component, margin=1)
+    sub = component[box]
+    lo = np.array([b.start for b in box])
+    sp = np.asarray(spacing, dtype=np.float64)
+    depth = ndimage.distance_transform_edt(sub, sampling=sp)
+    at = [float(depth[tuple(q)]) for q in (np.rint(negative).astype(int) - lo)
+          if all(0 <= v < n for v, n in zip(q, sub.shape)) and sub[tuple(q)]]
+    out = np.zeros(component.shape, dtype=bool)
+    keep = depth > (max(at) if at else 0.0) + float(sp.max())
+    if not keep.any():
+        out[box] = sub
+        return out
+    evidence = np.zeros(component.shape, dtype=bool)
+    evidence[box] = keep
+    region = segment(hu, spacing, Prompts(negative=negative, foreground=evidence), settings)
+    return component & ~region
 
 
 def apply_clicks(label: np.ndarray, hu: np.ndarray, spacing: Sequence[float],
@@ -55,10 +82,13 @@ def apply_clicks(label: np.ndarray, hu: np.ndarray, spacing: Sequence[float],
         current = label == c
         comps, hit = _components_hit(current, negative)
         _, clicked = _components_hit(current, own)
-        disputed = np.isin(comps, np.setdiff1d(hit, clicked))
-        if disputed.any():
-            label[disputed] = 0
-            stats[c] = {"removed": int(disputed.sum())}
+        removed = 0
+        for comp_id in np.setdiff1d(hit, clicked):
+            drop = _disputed_part(comps == comp_id, negative, hu, spacing, settings)
+            label[drop] = 0
+            removed += int(drop.sum())
+        if removed:
+            stats[c] = {"removed": removed}
         both = np.intersect1d(hit, clicked)
         if len(both):  # points of both kinds in one component: the walker's region replaces it (second pass)
             mixed[c] = np.isin(comps, both)

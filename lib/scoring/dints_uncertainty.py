@@ -4,8 +4,16 @@ For every unlabelled image (no ``final`` label) it loads the CT exactly as the i
 preprocessing, :mod:`lib.transforms.preprocessing`), runs :func:`lib.scoring.tta.score_volume` with the current
 model and stores the result in the datastore's image info under ``dints_uncertainty``::
 
-    {"score": 0.41, "pancreas": 0.38, "tumor": 0.44, "model": "<checksum of the weights file>",
+    {"score": 0.41, "pancreas": 0.38, "tumor": 0.44, "bald": 0.02, "bald_sum": 310.5,
+     "pancreas_voxels": 5120, "tumor_voxels": 240, "voxel_ml": 0.0045,
+     "model": "<checksum of the weights file>",
      "ts": 1700000000, "seconds": 12.3, "samples": 4, "options": "<hash of the TTA options>", ...}
+
+``score`` is the predictive entropy (``uncertainty`` and ``clasp_pe`` strategies), ``bald`` the committee mutual
+information of the TTA samples (``bald`` strategy), ``<label>_voxels`` the voxels the mean of the samples labels
+with each class on the scoring grid (``voxel_ml`` millilitres each; ``random_fg`` and ``clasp_pe`` use the
+lesion count). A score whose ``model`` is not the checksum of the weights served now (training published new
+ones) or whose ``options`` differ counts as missing for every strategy (:func:`stored_score`).
 
 Images already scored with the same model checksum and options are skipped, so repeated runs are cheap;
 ``{"force": true}`` rescores everything. MONAI Label runs scoring methods in a background process
@@ -22,6 +30,7 @@ import os
 import time
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from monai.transforms import Compose
 from monailabel.interfaces.datastore import Datastore
@@ -171,7 +180,10 @@ class DiNTSUncertaintyScoring(ScoringMethod):
                 res = score_volume(net, data["image"], self.spacing, self.options)
                 names = list(self.task.labels)  # the organ term, then the lesion term where the task has one
                 terms = {names[0]: res["pancreas"], **({names[1]: res["tumor"]} if len(names) > 1 else {})}
-                entry = {"score": res["score"], **terms,
+                voxels = {f"{names[0]}_voxels": res["pancreas_voxels"],
+                          **({f"{names[1]}_voxels": res["tumor_voxels"]} if len(names) > 1 else {})}
+                entry = {"score": res["score"], **terms, "bald": res["bald"], "bald_sum": res["bald_sum"], **voxels,
+                         "voxel_ml": round(float(np.prod(self.spacing)) / 1000.0, 6),
                          "disagreement": res["disagreement"], "no_pancreas_found": res["no_pancreas_found"],
                          "tumor_volume_cv": res["tumor_volume_cv"], "samples": res["samples"],
                          "model": checksum, "options": self.opts_hash, "ts": int(time.time()),

@@ -28,6 +28,15 @@ Scores (all in [0, 1]; higher = more worth labelling):
   tumour a probability >= ``tumor_threshold`` (dilated); 0 when no sample sees any tumour-like voxel;
 * ``disagreement``: 1 - mean pairwise Dice of the samples' foreground masks (diagnostic);
 * ``score`` = (``pancreas`` + ``tumor_weight`` x ``tumor``) / (1 + ``tumor_weight``); 1 when nothing was found.
+* ``bald``: the samples as a committee, the mutual information between the prediction and the committee member
+  (BALD): per voxel H(mean p) - mean_t H(p_t), H the entropy over all C classes in bits, averaged over the same
+  foreground region as ``pancreas`` and divided by log2(C) (so in [0, 1]); 0 when every sample gives the same
+  probabilities, larger the more they disagree; 1 when nothing was found. ``bald_sum`` is the per-voxel
+  mutual information (bits) summed over that region.
+
+Besides the scores: ``pancreas_voxels`` / ``tumor_voxels``, the voxels (on the model grid, inside the ROI) that
+the mean of the samples labels organ (class 1) / lesion (classes >= 2): what the ``random_fg`` and ``clasp_pe``
+strategies use to tell images predicted to hold a tumour.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from lib.metrics import dice
 from lib.runtime.fast_path import ceil_to_multiple, mask_box
 from lib.transforms.scores import foreground
 
-SCORE_VERSION = 1
+SCORE_VERSION = 2  # 2: bald, bald_sum, pancreas_voxels and argmax-of-mean tumor_voxels
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,19 @@ def tta_samples(net: Callable, image: torch.Tensor, lo: np.ndarray, hi: np.ndarr
     return torch.stack(out)
 
 
+def mutual_information(probs: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Per-voxel BALD mutual information (bits) of (T, C, ...) committee probabilities: H(mean_t p_t) - mean_t H(p_t),
+    H the entropy over the C classes. 0 where every member gives the same probabilities; at most log2(C).
+    One member at a time (no (T, C, ...) temporaries: the ROI may be 128^3)."""
+    probs = probs.float()
+    mean = probs.mean(0)
+    h_mean = -(mean * torch.log2(mean.clamp_min(eps))).sum(0)
+    h_each = torch.zeros_like(h_mean)
+    for p in probs:
+        h_each -= (p * torch.log2(p.clamp_min(eps))).sum(0)
+    return (h_mean - h_each / len(probs)).clamp_min(0.0)
+
+
 def _pairwise_dice(masks: np.ndarray) -> float:
     n = len(masks)
     if n < 2:
@@ -186,7 +208,7 @@ def uncertainty_from_samples(probs: torch.Tensor, opts: TTAOptions) -> dict:
     res: dict = {"region_voxels": int(region.sum())}
     if not region.any():
         res.update(pancreas=1.0, tumor=1.0, score=1.0, disagreement=1.0, no_pancreas_found=True,
-                   tumor_voxels=0.0, tumor_volume_cv=0.0)
+                   bald=1.0, bald_sum=0.0, pancreas_voxels=0, tumor_voxels=0, tumor_volume_cv=0.0)
         return res
     reg = torch.from_numpy(region)
     u_p = float(binary_entropy(p_fg)[reg].mean())
@@ -198,13 +220,19 @@ def uncertainty_from_samples(probs: torch.Tensor, opts: TTAOptions) -> dict:
     else:
         u_t = 0.0
     t_counts = (labels >= 2).reshape(len(labels), -1).sum(1).astype(float)
+    mi = mutual_information(probs)[reg]
+    n_classes = int(probs.shape[1])
+    mean_label = mean.argmax(0)
     w = float(opts.tumor_weight) if lesion else 0.0
     res.update(
         pancreas=round(u_p, 6),
         tumor=round(u_t, 6),
         score=round((u_p + w * u_t) / (1.0 + w), 6),
         disagreement=round(1.0 - _pairwise_dice(fg_masks), 6),
-        tumor_voxels=float(t_counts.mean()),
+        bald=round(float(mi.mean()) / max(1.0, float(np.log2(n_classes))), 6),
+        bald_sum=round(float(mi.sum()), 4),
+        pancreas_voxels=int((mean_label == 1).sum()),
+        tumor_voxels=int((mean_label >= 2).sum()) if lesion else 0,
         tumor_volume_cv=round(float(t_counts.std() / (t_counts.mean() + 1.0)), 6),
         no_pancreas_found=False,
     )
@@ -229,6 +257,6 @@ def score_volume(net: Callable, image: torch.Tensor, spacing, opts: TTAOptions |
     res = uncertainty_from_samples(probs, opts)
     if not found:
         # nothing called pancreas at all: the model is lost on this volume, label it early
-        res.update(score=1.0, no_pancreas_found=True)
+        res.update(score=1.0, bald=1.0, no_pancreas_found=True)
     res.update(roi=[lo.tolist(), hi.tolist()], samples=int(probs.shape[0]), seconds=round(time.time() - start, 2), **stats)
     return res

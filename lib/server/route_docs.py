@@ -3,7 +3,7 @@ documentation data, read by nobody at run time.
 
 ``scripts/make_reference.py`` writes ``docs/reference/rest-api.md`` from :data:`ROUTES`, with the role each route
 needs taken from :func:`lib.server.access.required_role` (so the table cannot disagree with the access guard).
-``tests/test_docs.py`` fails when a route the app registers (:mod:`lib.server.routes`, :mod:`lib.server.authentication`,
+``tests/unit/test_docs.py`` fails when a route the app registers (:mod:`lib.server.routes`, :mod:`lib.server.authentication`,
 :mod:`lib.server.ohif`, :mod:`lib.server.dicom_proxy`) or a pattern of :data:`lib.server.access.ROUTE_ROLES` has no
 row here, or when the committed page differs from what the generator writes.
 

@@ -2,7 +2,7 @@
 
 load -> channel first -> the task's orientation -> the model spacing (bilinear for the image, nearest for a
 label) -> the task's HU window scaled to 0..1 (clipped). Built from the task definition alone, so what the
-network sees at inference is what it was trained on (``tests/test_tasks.py`` checks the tensors).
+network sees at inference is what it was trained on (``tests/unit/test_tasks.py`` checks the tensors).
 
 It lives in :mod:`lib.transforms` beside the transforms it chains, so the training transforms
 (:mod:`lib.transforms.train`) build on it without importing anything above the transforms package.

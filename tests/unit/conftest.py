@@ -1,0 +1,55 @@
+"""Fixtures of the in-process interactive tests (test_interactive_task.py, test_annotators.py): the interactive
+infer task on a DiNTS network of fixed random weights, with the network click path or the default walker, and a
+small phantom volume. Module-scoped: each test module gets its own task and cache."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from support.repo import MODEL_DIR
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory):
+    from lib.networks.arch_code import load_arch_code
+    from lib.networks.factory import build_dints, save_checkpoint
+
+    d = tmp_path_factory.mktemp("interactive_model")
+    shutil.copy(MODEL_DIR / "dints_pancreas_cpu_arch.pth", d / "dints_pancreas_cpu_arch.pth")
+    arch = load_arch_code(str(d / "dints_pancreas_cpu_arch.pth"))
+    torch.manual_seed(0)
+    net = build_dints(arch, 0.25, 3, in_channels=4)
+    save_checkpoint(net, arch, str(d / "pretrained_deepedit_pancreas_cpu.pt"), half=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def task(random_model_dir):
+    from lib.configs.interactive import InteractiveConfig
+
+    cfg = InteractiveConfig()
+    # 64^3 windows over a grid smaller than one: every pass is one window (the mechanics, at a test's cost)
+    cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "roi_size": "64,64,64",
+                                                          "click_model": "network"}, None)
+    return cfg.infer()["deepedit_pancreas"]
+
+
+@pytest.fixture(scope="module")
+def walker_task(random_model_dir):
+    from lib.configs.interactive import InteractiveConfig
+
+    cfg = InteractiveConfig()
+    cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "roi_size": "64,64,64"}, None)
+    return cfg.infer()["deepedit_pancreas"]
+
+
+@pytest.fixture(scope="module")
+def volume():
+    from lib.data.phantom import make_phantom
+
+    ph = make_phantom(9501, preset="sample", shape=(40, 40, 20), spacing=(2.5, 2.5, 5.0))
+    return ph.image.astype(np.int16), ph.affine, ph.label
