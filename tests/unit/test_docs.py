@@ -12,9 +12,8 @@
   a heading that exists).
 * Every shell block of ``docs/getting-started/*.md`` is marked to run in CI (fence info string ``bash ci``), and
   each is checked here for what is cheap: ``bash -n`` syntax, and that every script, module and ``--conf`` option it
-  names exists. Running the blocks themselves (they start servers, Orthanc and a browser against the sample data)
-  is not done here: the server tests (``tests/server/test_server.py`` and the like) and ``tests/e2e/test_pacs_ohif.py`` run
-  those commands' pieces end to end.
+  names exists. The blocks that start the server are run as they stand, on the sample data, by
+  ``tests/e2e/test_getting_started.py``.
 """
 
 from __future__ import annotations
