@@ -14,8 +14,6 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from .netns import REPO_ROOT, namespace_problem, skip_or_fail
 
 GUIDES = sorted((REPO_ROOT / "docs" / "getting-started").glob("*.md"))
@@ -40,31 +38,46 @@ def test_the_guides_have_server_blocks():
     assert {name for name, _ in BLOCKS} >= {"slicer.md", "pacs.md"}, BLOCKS
 
 
-@pytest.mark.parametrize("guide, block", BLOCKS, ids=[f"{n}:{i}" for i, (n, _) in enumerate(BLOCKS)])
-def test_a_getting_started_command_starts_a_working_server(guide, block, tmp_path):
+def test_every_getting_started_server_command_starts_a_working_server(tmp_path):
+    """All blocks at once, each in its own namespace (their fixed ports do not meet): the time of the slowest."""
     problem = namespace_problem()  # the fixed ports need a namespace of their own (root)
-    if problem is None and ("run_pacs" in block or "orthanc" in block) and not Path("/usr/sbin/Orthanc").exists():
+    if problem is None and any("run_pacs" in b or "orthanc" in b for _, b in BLOCKS) and not Path("/usr/sbin/Orthanc").exists():
         problem = "Orthanc is not installed: run ./scripts/setup_pacs.sh"
     skip_or_fail(problem, "getting-started command")
-    log, info = tmp_path / "run.log", tmp_path / "info.json"
-    script = textwrap.dedent(f"""\
-        set -m
-        ip link set lo up
-        export HOME={tmp_path}
-        ( {block}
-        ) > {log} 2>&1 &
-        pid=$!
-        ok=
-        for i in $(seq 1 300); do
-          if curl -sf http://127.0.0.1:8000/info/ -o {info}; then ok=1; break; fi
-          kill -0 $pid 2>/dev/null || break
-          sleep 1
-        done
-        kill -TERM -$pid 2>/dev/null; sleep 3; kill -KILL -$pid 2>/dev/null
-        test -n "$ok"
-        """)
-    run = subprocess.run(["unshare", "-n", "bash", "-c", script], cwd=REPO_ROOT, timeout=420)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-    assert run.returncode == 0, f"{guide}: the server did not answer /info/ within 300 s:\n{block}\n--- log ---\n{tail}"
-    models = json.loads(info.read_text())["models"]
-    assert "dints_pancreas" in models and "deepedit_pancreas" in models and "prompt_organ" in models, list(models)
+    runs = []
+    for i, (guide, block) in enumerate(BLOCKS):
+        home = tmp_path / f"block{i}"
+        home.mkdir()
+        log, info = home / "run.log", home / "info.json"
+        script = textwrap.dedent(f"""\
+            set -m
+            ip link set lo up
+            export HOME={home}
+            ( {block}
+            ) > {log} 2>&1 &
+            pid=$!
+            ok=
+            for i in $(seq 1 300); do
+              if curl -sf http://127.0.0.1:8000/info/ -o {info}; then ok=1; break; fi
+              kill -0 $pid 2>/dev/null || break
+              sleep 1
+            done
+            kill -TERM -$pid 2>/dev/null; sleep 3; kill -KILL -$pid 2>/dev/null
+            test -n "$ok"
+            """)
+        runs.append((guide, block, log, info, subprocess.Popen(["unshare", "-n", "bash", "-c", script], cwd=REPO_ROOT)))
+    failures = []
+    for guide, block, log, info, proc in runs:
+        try:
+            code = proc.wait(timeout=420)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = "timeout"
+        if code != 0:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+            failures.append(f"{guide}: no answer on /info/ within 300 s:\n{block}\n--- log ---\n{tail}")
+            continue
+        models = json.loads(info.read_text())["models"]
+        if not {"dints_pancreas", "deepedit_pancreas", "prompt_organ"} <= set(models):
+            failures.append(f"{guide}: /info/ lists {sorted(models)}:\n{block}")
+    assert not failures, "\n\n".join(failures)
