@@ -36,7 +36,7 @@ class InteractiveConfig(SegmentationConfig):
         self.sigma_mm = float(conf.get("guidance_sigma_mm", 5.0))
         self.cache_mb = float(conf.get("click_cache_mb", 1024))
         self.click_scope = conf.get("click_scope", "connected")
-        self.click_model = conf.get("click_model", "walker")
+        self.click_model = conf.get("click_model", "network")
         self.boundary_refine = truthy(conf.get("boundary_refine", "false"), "--conf boundary_refine")
         self.refiner_file = str(resolve(conf.get("boundary_refiner_file",
                                                  f"boundary_refiner_{self.task.name}_{self.profile.name}.pt"), model_dir))

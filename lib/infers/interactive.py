@@ -5,10 +5,10 @@ is the automatic segmentation. Points arrive as ``{label name: [[i, j, k], ...]}
 as the client loaded it (:func:`lib.clicks.parse_clicks`: checked against the header's shape before any image
 work) and are answered, by ``click_model``:
 
-* ``walker`` (default): :func:`lib.prompts.label_edit.apply_clicks` on the image's own grid, from the automatic
-  answer, with every point of the request (the image decides where an organ ends);
-* ``network``: :func:`lib.infers.network_clicks.apply_network_clicks` (one DiNTS window per new point, DeepEdit
-  guidance channels), from the cached state of the largest subset of the points answered before.
+* ``network`` (default): :func:`lib.infers.network_clicks.apply_network_clicks` (one DiNTS window per new point,
+  DeepEdit guidance channels), from the cached state of the largest subset of the points answered before;
+* ``walker``: :func:`lib.prompts.label_edit.apply_clicks` on the image's own grid, from the automatic answer, with
+  every point of the request (the image decides where an organ ends).
 
 The answer is a function of the image, the model and the points the request sends, never of who clicked before
 (:mod:`lib.runtime.click_cache`): per image and model checksum one *base* (the preprocessed volume, the automatic
@@ -59,7 +59,7 @@ class InteractiveInfer(ServedTask):
 
     def __init__(self, served: ServedModel, task: SegmentationTask, profile: Profile, sigma_mm: float = 5.0,
                  cache_mb: float = 1024, click_scope: str = "connected", refiner: BoundaryRefiner | None = None,
-                 description: str | None = None, click_model: str = "walker",
+                 description: str | None = None, click_model: str = "network",
                  walker: WalkerSettings | None = None, **options):
         """``click_scope``: ``connected`` (a click changes only the region of changed class connected to it) or
         ``window`` (everything its blended window changes). ``refiner``: the boundary refiner applied to what the

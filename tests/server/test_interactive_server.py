@@ -55,7 +55,8 @@ def server(start_server, module_tmp):
     for copy in (SHARED, LONE["A"], LONE["B"]):
         shutil.copy(studies / f"case_{SEEDS[-1]}.nii.gz", studies / f"{copy}.nii.gz")
     shutil.copy(studies / f"case_{SEEDS[0]}.nii.gz", studies / f"{UNTOUCHED}.nii.gz")
-    srv = start_server(studies, conf={"model_dir": str(copy_model_dir(module_tmp / "model"))})
+    # the walker path over HTTP (the network path is the default and the unit tests' subject)
+    srv = start_server(studies, conf={"model_dir": str(copy_model_dir(module_tmp / "model")), "click_model": "walker"})
     srv.truths = truths
     yield srv
     srv.stop()

@@ -43,7 +43,8 @@ def walker_task(random_model_dir):
     from lib.configs.interactive import InteractiveConfig
 
     cfg = InteractiveConfig()
-    cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "roi_size": "64,64,64"}, None)
+    cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "roi_size": "64,64,64",
+                                                          "click_model": "walker"}, None)
     return cfg.infer()["deepedit_pancreas"]
 
 

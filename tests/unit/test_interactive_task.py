@@ -1,7 +1,8 @@
 """The interactive infer task in process, on a network with fixed random weights (the mechanics, not the skill):
 a click's answer is the same whatever the file's orientation, it changes the label only near the click, the
 client's own label is kept elsewhere, the cache answers the next click, a new model starts afresh. Most tests run
-the network click path (``--conf click_model network``); the default walker path has its own tests at the end."""
+the network click path (the default, ``--conf click_model network``); the walker path (``--conf click_model
+walker``) has its own tests at the end."""
 
 from __future__ import annotations
 
