@@ -27,25 +27,24 @@ def random_model_dir(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="module")
-def task(random_model_dir):
+def _interactive_task(model_dir, click_model: str):
     from lib.configs.interactive import InteractiveConfig
 
     cfg = InteractiveConfig()
     # 64^3 windows over a grid smaller than one: every pass is one window (the mechanics, at a test's cost)
-    cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "roi_size": "64,64,64",
-                                                          "click_model": "network"}, None)
+    cfg.init("deepedit_pancreas", str(model_dir), {"profile": "cpu", "roi_size": "64,64,64",
+                                                   "click_model": click_model}, None)
     return cfg.infer()["deepedit_pancreas"]
 
 
 @pytest.fixture(scope="module")
-def walker_task(random_model_dir):
-    from lib.configs.interactive import InteractiveConfig
+def task(random_model_dir):
+    return _interactive_task(random_model_dir, "network")
 
-    cfg = InteractiveConfig()
-    cfg.init("deepedit_pancreas", str(random_model_dir), {"profile": "cpu", "roi_size": "64,64,64",
-                                                          "click_model": "walker"}, None)
-    return cfg.infer()["deepedit_pancreas"]
+
+@pytest.fixture(scope="module")
+def walker_task(random_model_dir):
+    return _interactive_task(random_model_dir, "walker")
 
 
 @pytest.fixture(scope="module")

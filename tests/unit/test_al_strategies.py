@@ -20,26 +20,17 @@ from lib.activelearning.scored_strategies import (BaldStrategy, ClaspPEStrategy,
 from lib.activelearning.strategies import Reservations, UncertaintyStrategy
 from lib.scoring.dints_uncertainty import INFO_KEY, DiNTSUncertaintyScoring
 from lib.scoring.tta import TTAOptions, mutual_information, uncertainty_from_samples
+from support.fake_datastore import FakeDatastore as SharedFakeDatastore
 
 MODEL = "m1"
 NEW_STRATEGIES = (ForegroundRandomStrategy, BaldStrategy, ClaspPEStrategy)
 
 
-class FakeDatastore:
-    """Just what the strategies use of a MONAI Label datastore."""
+class FakeDatastore(SharedFakeDatastore):
+    """The shared stand-in, with this module's image names and score records."""
 
     def __init__(self, n: int, labelled=()):
-        self.infos = {f"img{i:02d}": {} for i in range(n)}
-        self.labelled = set(labelled)
-
-    def list_images(self):
-        return list(self.infos)
-
-    def get_unlabeled_images(self, label_tag=None, labels=None):
-        return [i for i in self.infos if i not in self.labelled]
-
-    def get_image_info(self, image_id):
-        return dict(self.infos.get(image_id, {}))
+        super().__init__(n, labelled, id_format="img{:02d}")
 
     def score(self, image_id, value, tumour_voxels=0, bald=None, model=MODEL, options=None):
         entry = {"score": value, "pancreas": value, "tumor": value, "bald": value if bald is None else bald,

@@ -11,23 +11,14 @@ import torch
 from lib.activelearning.strategies import FirstStrategy, RandomStrategy, Reservations, UncertaintyStrategy
 from lib.scoring.dints_uncertainty import INFO_KEY
 from lib.scoring.tta import TTAOptions, score_volume, tta_samples, uncertainty_from_samples
+from support.fake_datastore import FakeDatastore as SharedFakeDatastore
 
 
-class FakeDatastore:
-    """Just what the strategies use of a MONAI Label datastore."""
+class FakeDatastore(SharedFakeDatastore):
+    """The shared stand-in, with this module's image names and score records."""
 
     def __init__(self, n: int, labelled=()):
-        self.infos = {f"img{i}": {} for i in range(n)}
-        self.labelled = set(labelled)
-
-    def list_images(self):
-        return list(self.infos)
-
-    def get_unlabeled_images(self, label_tag=None, labels=None):
-        return [i for i in self.infos if i not in self.labelled]
-
-    def get_image_info(self, image_id):
-        return dict(self.infos.get(image_id, {}))
+        super().__init__(n, labelled, id_format="img{}")
 
     def score(self, image_id, value, model="m1"):
         self.infos[image_id][INFO_KEY] = {"score": value, "pancreas": value, "tumor": value, "model": model}
