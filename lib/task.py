@@ -13,7 +13,9 @@ and on background one to one).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # Orientationd's axis letters: voxel axes point towards R, A, S (nibabel's and MONAI's world frame)
 AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -86,3 +88,32 @@ def get_task(name: str | None) -> SegmentationTask:
     if key not in TASKS:
         raise ValueError(f"unknown task '{name}': choose one of {sorted(TASKS)}")
     return TASKS[key]
+
+
+def same_label_name(a: str, b: str) -> bool:
+    """Label names that mean the same: case, ``_`` and tumour/tumor/cancer (the MSD's word) aside, or one inside the
+    other (``pancreatic tumor`` is ``tumor``)."""
+    a, b = (str(s).lower().replace("tumour", "tumor").replace("cancer", "tumor").replace("_", " ").strip() for s in (a, b))
+    return a == b or a in b or b in a
+
+
+def same_labels(labels: dict[str, int], task: SegmentationTask) -> bool:
+    """``labels`` (name -> value, background left out) are the task's: the same values, each with the same name."""
+    names = {v: n for n, v in task.labels.items()}
+    return sorted(labels.values()) == sorted(names) and all(same_label_name(names[v], n) for n, v in labels.items())
+
+
+def studies_label_problem(studies: str | Path, task: SegmentationTask) -> str | None:
+    """Why the studies folder's labels are not the task's (its ``dataset.json`` names them, as the sample folders and
+    the MSD do), or None. Serving one task on labels of another would train it on the wrong organ."""
+    path = Path(str(studies)) / "dataset.json"
+    try:
+        declared = json.loads(path.read_text(encoding="utf-8")).get("labels")
+        labels = {str(n): int(v) for v, n in dict(declared).items() if int(v) != 0}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None  # no (readable) declaration: nothing to compare
+    if not labels or same_labels(labels, task):
+        return None
+    return (f"the studies in {path.parent} are labelled {', '.join(f'{n} {v}' for n, v in sorted(labels.items(), key=lambda kv: kv[1]))} "
+            f"({path.name}), the served task '{task.name}' is {', '.join(f'{n} {v}' for n, v in task.labels.items())}: "
+            f"serve studies labelled for '{task.name}' (the spleen sample: sample-datastore/spleen), or the task they hold")

@@ -78,10 +78,18 @@ class DiNTSPancreasApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.background_position = background_position(conf)  # checked first: a bad value stops the start-up
         self.model_dir = str(Path(conf.get("model_dir", REPO_ROOT / "model")).resolve())
+        from lib.configs.bundle import bundle_configs
+
+        self.bundle_configs = bundle_configs(conf, self.model_dir)  # --conf bundle: model-zoo bundles as downloaded
         self.model_name = model_name(conf)  # dints_pancreas unless --conf task / network say otherwise
         self.task_config = SegmentationConfig()
         self.task_config.init(self.model_name, self.model_dir, conf, None)
         task = self.task_config.task
+        from lib.task import studies_label_problem
+
+        problem = None if studies.startswith(("http://", "https://")) else studies_label_problem(studies, task)
+        if problem:
+            raise ValueError(problem)
         # the interactive model beside it (deepedit_<task>: clicks), unless --conf interactive false
         self.interactive_config = None
         if truthy(conf.get("interactive", "true"), "--conf interactive"):
@@ -115,10 +123,14 @@ class DiNTSPancreasApp(MONAILabelApp):
         info["labels"] = label_list(info.get("models", {}), dict(self.task_config.task.labels), self.background_position)
         info["task"] = self.task_config.task.describe()
         info["tasks"] = {name: dict(t.labels) for name, t in TASKS.items()}
+        if self.bundle_configs:
+            info["bundles"] = {c.name: c.bundle.describe() for c in self.bundle_configs}
         return info
 
     def init_infers(self) -> dict[str, InferTask]:
         infers = dict(self.task_config.infer())
+        for config in self.bundle_configs:
+            infers.update(config.infer())
         if self.interactive_config is not None:
             infers.update(self.interactive_config.infer())
         if truthy(self.conf.get("prompts", "true"), "--conf prompts"):
@@ -133,6 +145,7 @@ class DiNTSPancreasApp(MONAILabelApp):
 
         self.auto_trainer = AutoTrainer(self.conf, self.model_dir, self.model_name, self.task_config.task.name)
         trainers = {self.model_name: self.task_config.trainer()}
+        trainers.update({config.name: config.trainer() for config in self.bundle_configs})
         if self.interactive_config is not None:
             trainers[self.interactive_config.name] = self.interactive_config.trainer()
         search = self.task_config.search_trainer()  # DiNTS only

@@ -15,7 +15,7 @@ from typing import Any
 from monailabel.interfaces.config import TaskConfig
 
 from lib.infers.segmentation import SegmentationInfer
-from lib.networks.factory import NetworkSpec, resolve
+from lib.networks.factory import NetworkSpec, options_tuple, resolve
 from lib.params import float_tuple, int_tuple, truthy
 from lib.profiles import Profile, get_profile, normalise_network
 from lib.runtime.served_model import ServedModel
@@ -42,25 +42,7 @@ class SegmentationConfig(TaskConfig):
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
-        self.task = get_task(conf.get("task"))
-        self.network = normalise_network(conf.get("network"))
-        base = get_profile(conf.get("profile"))
-        self.profile = base.with_overrides(
-            roi_size=int_tuple(conf.get("roi_size")),
-            spacing=float_tuple(conf.get("spacing")) or self.task.spacing_for(base.name),
-            sw_batch_size=int(conf["sw_batch_size"]) if "sw_batch_size" in conf else None,
-            sw_overlap=float(conf["sw_overlap"]) if "sw_overlap" in conf else None,
-            channel_mul=float(conf["channel_mul"]) if "channel_mul" in conf else None,
-        )
-        self.arch_file = str(resolve(conf.get("arch_file", self.default_arch_file(model_dir)), model_dir))
-        pretrained = str(resolve(conf.get(self.conf_prefix + "model_file", self.profile.pretrained_file(self.weights_stem(), self.task.name)),
-                                 model_dir))
-        trained = str(resolve(self.profile.trained_file(self.weights_stem(), self.task.name), model_dir))
-        # MONAI Label convention: the last existing path wins, so a model published by training
-        # replaces the shipped one; --conf use_pretrained_only true pins the shipped weights.
-        pretrained_only = truthy(conf.get("use_pretrained_only", "false"), "--conf use_pretrained_only")
-        self.weights = [pretrained] if pretrained_only else [pretrained, trained]
-        self.trained_file = trained
+        self.define_model(conf, model_dir)
         self.limits = InputLimits(
             max_voxels=int(float(conf.get("max_voxels", DEFAULT_MAX_VOXELS))),
             check_hu=truthy(conf.get("check_hu", "true"), "--conf check_hu"),
@@ -90,7 +72,8 @@ class SegmentationConfig(TaskConfig):
         self.num_threads = int(conf.get("num_threads", 0))
         self.background_compile = truthy(conf.get("background_compile", "true"), "--conf background_compile")
         self.spec = NetworkSpec(self.network, self.task.num_classes, self.profile.channel_mul,
-                                self.arch_file if self.network == "dints" else None, self.in_channels())
+                                self.arch_file if self.network == "dints" else None, self.in_channels(),
+                                options_tuple(self.network_options))
         # one served model (weights version, checksum, network per device, compiled package) for infer and scoring
         self.served = ServedModel(self.weights, self.spec, self.backend_options, self.background_compile)
         logger.info(
@@ -98,6 +81,29 @@ class SegmentationConfig(TaskConfig):
             f"(spacing {self.profile.spacing}, roi {self.profile.roi_size}, overlap {self.profile.sw_overlap}); "
             f"arch {self.arch_file if self.network == 'dints' else '-'}; weights {self.weights}"
         )
+
+    def define_model(self, conf: dict[str, str], model_dir: str) -> None:
+        """What is served: ``task``, ``network``, ``profile``, ``arch_file``, ``weights`` and ``trained_file``."""
+        self.task = get_task(conf.get("task"))
+        self.network = normalise_network(conf.get("network"))
+        base = get_profile(conf.get("profile"))
+        self.profile = base.with_overrides(
+            roi_size=int_tuple(conf.get("roi_size")),
+            spacing=float_tuple(conf.get("spacing")) or self.task.spacing_for(base.name),
+            sw_batch_size=int(conf["sw_batch_size"]) if "sw_batch_size" in conf else None,
+            sw_overlap=float(conf["sw_overlap"]) if "sw_overlap" in conf else None,
+            channel_mul=float(conf["channel_mul"]) if "channel_mul" in conf else None,
+        )
+        self.arch_file = str(resolve(conf.get("arch_file", self.default_arch_file(model_dir)), model_dir))
+        pretrained = str(resolve(conf.get(self.conf_prefix + "model_file", self.profile.pretrained_file(self.weights_stem(), self.task.name)),
+                                 model_dir))
+        trained = str(resolve(self.profile.trained_file(self.weights_stem(), self.task.name), model_dir))
+        # MONAI Label convention: the last existing path wins, so a model published by training
+        # replaces the shipped one; --conf use_pretrained_only true pins the shipped weights.
+        pretrained_only = truthy(conf.get("use_pretrained_only", "false"), "--conf use_pretrained_only")
+        self.weights = [pretrained] if pretrained_only else [pretrained, trained]
+        self.trained_file = trained
+        self.network_options: dict = {}
 
     conf_prefix = ""  # the interactive model reads its own ``interactive_model_file``
 

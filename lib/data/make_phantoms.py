@@ -124,8 +124,10 @@ def main(argv=None) -> int:
                 print(f"[{i + 1}/{args.count}] {image_path.relative_to(out)} seed {seed} "
                       f"{'x'.join(map(str, inf['shape']))} @ {sp} mm {inf['orientation']}, pancreas {inf['pancreas_ml']:.1f} ml, "
                       f"{tumour}{', labelled' if labelled else ''} ({time.time() - t0:.1f} s)", flush=True)
-        if args.layout == "msd":
-            atomic.write_json(out / "dataset.json", msd_dataset_json(args.count, args.labelled, args.seed, args.preset, args.task))
+        described = msd_dataset_json(args.count, args.labelled, args.seed, args.preset, args.task)
+        if args.layout != "msd":  # a studies folder: what its labels mean (the app refuses to serve another task on it)
+            described = {k: described[k] for k in ("name", "description", "labels")}
+        atomic.write_json(out / "dataset.json", described)
     except OSError as exc:
         print(f"error: cannot write to {out}: {exc}", file=sys.stderr)
         return 1

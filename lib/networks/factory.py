@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,17 +56,22 @@ def build_dints(arch: ArchCode, channel_mul: float, num_classes: int, use_downsa
     )
 
 
-def build_unet(num_classes: int, in_channels: int = IN_CHANNELS) -> UNet:
-    """The model-zoo ``spleen_ct_segmentation`` network: channels 16..256, strides 2, 2 residual units, batch norm."""
-    return UNet(spatial_dims=3, in_channels=int(in_channels), out_channels=int(num_classes), channels=(16, 32, 64, 128, 256),
-                strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+SPLEEN_UNET = {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2, "norm": "batch"}
+
+
+def build_unet(num_classes: int, in_channels: int = IN_CHANNELS, options: dict | None = None) -> UNet:
+    """A 3-D UNet; by default the model-zoo ``spleen_ct_segmentation`` network (channels 16..256, strides 2,
+    2 residual units, batch norm). ``options`` are UNet arguments read from a bundle's ``network_def``."""
+    kwargs = {**SPLEEN_UNET, **dict(options or {})}
+    return UNet(spatial_dims=3, in_channels=int(in_channels), out_channels=int(num_classes), **kwargs)
 
 
 def build_network(network: str, num_classes: int, arch: ArchCode | None = None, channel_mul: float = 0.25,
-                  in_channels: int = IN_CHANNELS) -> torch.nn.Module:
-    """``dints`` (needs ``arch``) or ``unet``; ``in_channels`` 1 + classes for an interactive network."""
+                  in_channels: int = IN_CHANNELS, options: dict | None = None) -> torch.nn.Module:
+    """``dints`` (needs ``arch``) or ``unet`` (``options``: its arguments); ``in_channels`` 1 + classes for an
+    interactive network."""
     if network == "unet":
-        return build_unet(num_classes, in_channels)
+        return build_unet(num_classes, in_channels, options)
     if network != "dints":
         raise CheckpointError(f"unknown network '{network}': choose one of {', '.join(NETWORKS)}")
     if arch is None:
@@ -82,6 +88,7 @@ class NetworkSpec:
     channel_mul: float = 0.25  # DiNTS width
     arch_file: str | None = None  # DiNTS architecture for bare (bundle) state dicts; ours embed theirs
     in_channels: int = IN_CHANNELS  # 1 + num_classes for an interactive (DeepEdit) network
+    options: tuple = ()  # UNet arguments of a bundle's network_def, as sorted (name, value) pairs (hashable)
 
     def arch(self) -> ArchCode | None:
         if self.network == "dints" and self.arch_file and os.path.exists(self.arch_file):
@@ -90,12 +97,20 @@ class NetworkSpec:
 
     def load(self, weights_path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
         """``load_network`` of ``weights_path`` for this network (CheckpointError / ArchCodeError if unusable)."""
-        return load_network(weights_path, self.arch(), self.channel_mul, self.num_classes, self.network, self.in_channels)
+        return load_network(weights_path, self.arch(), self.channel_mul, self.num_classes, self.network, self.in_channels,
+                            dict(self.options))
 
     def cli_args(self) -> list[str]:
         args = ["--network", self.network, "--num_classes", str(int(self.num_classes)), "--channel_mul", str(self.channel_mul),
                 "--in_channels", str(int(self.in_channels))]
+        if self.options:
+            args += ["--network_options", json.dumps(dict(self.options))]
         return args + (["--arch_file", self.arch_file] if self.arch_file else [])
+
+
+def options_tuple(options: dict | None) -> tuple:
+    """Network arguments as :attr:`NetworkSpec.options` (sorted pairs, lists as tuples: hashable)."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in dict(options or {}).items()))
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
@@ -135,17 +150,19 @@ def load_network(
     num_classes: int,
     network: str = "dints",
     in_channels: int = IN_CHANNELS,
+    options: dict | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Build the network a checkpoint belongs to and load it (fp16-stored weights are upcast).
 
     ``network`` and ``num_classes`` are what the caller serves; weights recorded (``meta``) as another network
     or another number of classes are refused. The architecture embedded in our own checkpoints wins over
     ``arch``; bundle checkpoints need ``arch``. Returns the network (eval mode, fp32, CPU) and the checkpoint's
-    ``meta`` dict.
+    ``meta`` dict. A bare state dict (a bundle's ``model.pt``) says nothing of its network: its keys and shapes
+    must fit the one requested.
     """
     checkpoint = load_checkpoint(weights_path)
     meta = dict(checkpoint.get("meta", {})) if isinstance(checkpoint.get("meta"), dict) else {}
-    stored = str(meta.get("network", "dints"))
+    stored = str(meta.get("network", network))
     if stored != network:
         raise CheckpointError(f"{weights_path} holds a '{stored}' network, not '{network}'")
     if int(meta.get("num_classes", num_classes)) != int(num_classes):
@@ -164,7 +181,7 @@ def load_network(
         net = build_dints(arch, channel_mul, num_classes, in_channels=in_channels)
         shape = f"architecture ({arch.describe()}, channel_mul {channel_mul})"
     else:
-        net = build_network(network, num_classes, in_channels=in_channels)
+        net = build_network(network, num_classes, in_channels=in_channels, options=options)
         shape = f"network ({network}, {num_classes} classes)"
     state = {k: v.float() if v.is_floating_point() else v for k, v in extract_state_dict(checkpoint).items()}
     try:

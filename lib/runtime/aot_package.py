@@ -190,15 +190,18 @@ def main(argv=None) -> int:
     p.add_argument("--network", default="dints", help="dints or unet")
     p.add_argument("--num_classes", type=int, default=3, help="output classes (background + labels)")
     p.add_argument("--in_channels", type=int, default=1, help="input channels (1 + classes for an interactive network)")
+    p.add_argument("--network_options", default="", help="UNet arguments of a bundle's network_def (JSON)")
     p.add_argument("--roi_size", type=int, nargs=3, default=(96, 96, 96))
     p.add_argument("--batch", type=int, default=2, help="sliding-window batch the package is built for")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from lib.networks.factory import NetworkSpec
+    from lib.networks.factory import NetworkSpec, options_tuple
 
     try:
         check_cpu_compiler()
-        net, _ = NetworkSpec(args.network, args.num_classes, args.channel_mul, args.arch_file, args.in_channels).load(args.weights)
+        options = options_tuple(json.loads(args.network_options)) if args.network_options else ()
+        net, _ = NetworkSpec(args.network, args.num_classes, args.channel_mul, args.arch_file, args.in_channels,
+                             options).load(args.weights)
         start = time.time()
         build_package(net, args.out, args.roi_size, args.batch, weights_path=args.weights)
     except Exception as exc:  # one line for the server's log; the traceback is not for annotators

@@ -10,6 +10,7 @@ Request parameters and defaults: ``SEARCH_PARAMS`` / ``TRAIN_PARAMS`` (also show
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -47,6 +48,14 @@ INTERACTIVE_PARAMS = _params("interactive")
 
 
 ARCH_CHOICES = ("", "auto", "searched", "shipped")
+
+
+def unet_description(options: dict) -> str:
+    """How the stats name a UNet: its channels and residual units (the spleen bundle's unless ``options`` say)."""
+    from lib.networks.factory import SPLEEN_UNET
+
+    o = {**SPLEEN_UNET, **options}
+    return f"UNet {'-'.join(str(c) for c in o['channels'])}, {o['num_res_units']} residual units"
 ARCH_SUFFIXES = (".pth", ".pt")
 
 
@@ -198,6 +207,16 @@ class DiNTSSearchTask(_SegmentationTrainBase):
         return self.stats()
 
 
+def recipe_params(params: tuple[Param, ...], recipe) -> tuple[Param, ...]:
+    """``params`` with the defaults a model-zoo bundle's train config sets (:class:`lib.bundles.zoo.TrainRecipe`):
+    its optimizer, learning rate, weight decay, StepLR step and loss ``include_background``."""
+    if recipe is None:
+        return params
+    defaults = {"optimizer": recipe.optimizer, "lr": recipe.lr, "weight_decay": recipe.weight_decay,
+                "lr_step_epochs": recipe.lr_step_epochs, "include_background": recipe.include_background}
+    return tuple(dataclasses.replace(p, default=defaults[p.name]) if p.name in defaults else p for p in params)
+
+
 class SegmentationTrainTask(_SegmentationTrainBase):
     """``POST /train/<network>_<task>``: train the served network on every final label, publish the best."""
 
@@ -205,13 +224,14 @@ class SegmentationTrainTask(_SegmentationTrainBase):
 
     def __init__(self, name: str, model_dir: str, task: SegmentationTask, network: str, profile: Profile, arch_file: str,
                  weights: list[str], trained_file: str, searched_arch_file: str, interactive: bool = False,
-                 sigma_mm: float = 5.0):
+                 sigma_mm: float = 5.0, network_options: dict | None = None, recipe=None, title: str = ""):
         self.task_name = name
         self.interactive, self.sigma_mm = bool(interactive), float(sigma_mm)
-        if self.interactive:
-            self.params = TRAIN_PARAMS + INTERACTIVE_PARAMS
+        self.params = recipe_params(TRAIN_PARAMS + (INTERACTIVE_PARAMS if self.interactive else ()), recipe)
+        self.network_options = dict(network_options or {})
+        self.momentum = recipe.momentum if recipe is not None and recipe.optimizer == "sgd" else 0.9
         kind = "interactive (DeepEdit-style, simulated clicks)" if interactive else NETWORK_TITLES[network]
-        super().__init__(model_dir, task, profile, f"Train the {kind} {task.name} model on the final labels")
+        super().__init__(model_dir, task, profile, title or f"Train the {kind} {task.name} model on the final labels")
         self.network = network
         self.arch_file = arch_file
         self.weights = list(weights)
@@ -261,11 +281,12 @@ class SegmentationTrainTask(_SegmentationTrainBase):
             "channel_mul": p.channel_mul, "trained_file": self.trained_file,
             "start_weights": current[-1] if current else None, "current_weights": current[-1] if current else None,
             "items_train": train, "items_val": val,
+            "segmentation_task": self.task, "network_options": self.network_options, "momentum": self.momentum,
             "val_roi_size": p.roi_size if not any(cfg["val_roi_size"]) else cfg["val_roi_size"],
             "sw_batch_size": cfg["sw_batch_size"] or p.sw_batch_size,
             "sw_overlap": p.sw_overlap if cfg["sw_overlap"] < 0 else cfg["sw_overlap"],
         })
-        described = arch.describe() if arch is not None else "UNet 16-32-64-128-256, 2 residual units"
+        described = arch.describe() if arch is not None else unet_description(self.network_options)
         cfg["stats_base"] = dict(self._stats_base(cfg, train, val), arch_file=arch_file, architecture=described,
                                  network=self.network, trained_file=self.trained_file,
                                  epochs=cfg["epochs"], lr_step_epochs=cfg["lr_step_epochs"], val_interval=cfg["val_interval"])

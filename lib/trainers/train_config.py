@@ -10,10 +10,11 @@ once, in the ``Param`` tables; this class only lists them with their types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 PUBLISH_POLICIES = ("improve", "best", "always")
+OPTIMIZERS = ("sgd", "adam", "adamw", "novograd")
 
 
 @dataclass
@@ -25,6 +26,7 @@ class TrainConfig:
     num_crops: int
     batch_size: int
     lr: float
+    optimizer: str
     lr_step_epochs: int
     scale_schedule: bool
     weight_decay: float
@@ -80,7 +82,34 @@ class TrainConfig:
     items_train: list[dict]
     items_val: list[dict]
     stats_base: dict[str, Any]
+    # ---- what a model-zoo bundle adds (its task as read, its UNet arguments, its SGD momentum)
+    segmentation_task: Any = None  # lib.task.SegmentationTask; None: the named task of lib.task.TASKS
+    network_options: dict[str, Any] = field(default_factory=dict)
+    momentum: float = 0.9
 
     def __post_init__(self) -> None:
         if self.publish_policy not in PUBLISH_POLICIES:
             raise ValueError("publish_policy must be improve, best or always")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+
+    def the_task(self):
+        """The task the run trains (a bundle's, as read from it, travels with the configuration to every process)."""
+        from lib.task import get_task
+
+        return self.segmentation_task if self.segmentation_task is not None else get_task(self.task)
+
+    def make_optimizer(self, params, world_size: int):
+        """The recipe's optimizer, learning rate times the number of processes (the bundle's multi-GPU rule)."""
+        import torch
+
+        lr = self.lr * world_size
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=self.weight_decay)
+        from monai.optimizers import Novograd
+
+        return Novograd(params, lr=lr, weight_decay=self.weight_decay)

@@ -22,7 +22,6 @@ import torch
 from lib.clicks import WithGuidance
 from lib.networks.arch_code import arch_code_from_mapping
 from lib.networks.factory import build_network, embedded_arch, extract_state_dict, file_checksum, load_checkpoint, load_network, save_checkpoint
-from lib.task import get_task
 from lib.trainers.click_simulation import ClickSimulation
 from lib.trainers.data import train_loader, val_loader
 from lib.trainers.distributed import all_sum, broadcast_module, partition, run_rank
@@ -49,7 +48,7 @@ def _start_state(cfg: TrainConfig, arch):
     try:
         ckpt = load_checkpoint(path)
         meta = ckpt.get("meta", {}) if isinstance(ckpt.get("meta"), dict) else {}
-        if (str(meta.get("network", "dints")) != cfg.network or int(meta.get("num_classes", cfg.num_classes)) != cfg.num_classes
+        if (str(meta.get("network", cfg.network)) != cfg.network or int(meta.get("num_classes", cfg.num_classes)) != cfg.num_classes
                 or int(meta.get("in_channels", 1)) != cfg.in_channels):
             return None, f"from scratch ({os.path.basename(path)} is another network, task or model kind)"
         if cfg.network != "dints":
@@ -76,9 +75,9 @@ def _train(rank, world_size, cfg: TrainConfig, device, progress):
     amp = cfg.amp and device.type == "cuda"
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    name, task = cfg.name, get_task(cfg.task)
+    name, task = cfg.name, cfg.the_task()
     arch = arch_code_from_mapping(cfg.arch_code, cfg.arch_file) if cfg.arch_code is not None else None
-    net = build_network(cfg.network, cfg.num_classes, arch, cfg.channel_mul, cfg.in_channels)
+    net = build_network(cfg.network, cfg.num_classes, arch, cfg.channel_mul, cfg.in_channels, cfg.network_options)
     described = arch.describe() + f", channel_mul {cfg.channel_mul}" if arch is not None else cfg.network
     state, start = _start_state(cfg, arch)
     if state is not None:
@@ -100,8 +99,9 @@ def _train(rank, world_size, cfg: TrainConfig, device, progress):
 
     loss_fn = DiceCELoss(include_background=cfg.include_background, to_onehot_y=True, softmax=True, squared_pred=True,
                          batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr * world_size, momentum=0.9, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.lr_step_epochs), gamma=0.5)
+    optimizer = cfg.make_optimizer(model.parameters(), world_size)
+    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=0.5)
+                 if cfg.lr_step_epochs > 0 else None)
     scaler = torch.amp.GradScaler("cuda") if amp else None
 
     # an interactive network learns from simulated clicks and is validated in its automatic mode (no clicks)
@@ -160,7 +160,8 @@ def _train(rank, world_size, cfg: TrainConfig, device, progress):
                 optimizer.step()
             losses.append(float(loss.detach()))
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        if scheduler is not None:
+            scheduler.step()
         sums = all_sum([sum(losses), len(losses)], device, world_size)
         record = {"loss": sums[0] / max(1, sums[1]), "lr": lr}
         if cfg.items_val and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == epochs):
@@ -197,7 +198,7 @@ def _train(rank, world_size, cfg: TrainConfig, device, progress):
 def _publish(net, arch, cfg: TrainConfig, epoch, val) -> None:
     meta = {
         "profile": cfg.profile, "channel_mul": cfg.channel_mul, "spacing": list(cfg.spacing),
-        "network": cfg.network, "num_classes": cfg.num_classes, "labels": dict(get_task(cfg.task).labels),
+        "network": cfg.network, "num_classes": cfg.num_classes, "labels": dict(cfg.the_task().labels),
         "in_channels": cfg.in_channels, "interactive": bool(cfg.interactive),
         "epoch": epoch, "validation": val, "trained_on": [d["id"] for d in cfg.items_train],
         "validated_on": [d["id"] for d in cfg.items_val], "arch_file": cfg.arch_file,
