@@ -61,6 +61,8 @@ class BundleConfig(SegmentationConfig):
         self.bundle = bundle if bundle is not None else read_bundle(conf["bundle"])
         conf = {k: v for k, v in conf.items() if k not in ("network", "roi_size", "spacing", "sw_batch_size", "sw_overlap",
                                                               "channel_mul", "arch_file", "model_file")}
+        # compiled engines and bf16 verdicts in the app's model folder, never in the downloaded bundle
+        conf["engine_dir"] = os.path.join(str(conf.get("engine_dir", os.path.join(model_dir, "engines"))), self.bundle.name)
         super().init(name, model_dir, conf, planner, **kwargs)
 
     def define_model(self, conf: dict[str, str], model_dir: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from monailabel.interfaces.config import TaskConfig
@@ -20,9 +21,12 @@ from lib.params import float_tuple, int_tuple, truthy
 from lib.profiles import Profile, get_profile, normalise_network
 from lib.runtime.served_model import ServedModel
 from lib.task import SegmentationTask, get_task
+from lib.transforms.calibration import CalibrationImages
 from lib.transforms.load import DEFAULT_MAX_VOXELS, InputLimits
 
 logger = logging.getLogger(__name__)
+
+SAMPLE_STUDIES = Path(__file__).resolve().parents[2] / "sample-datastore"  # bf16's default calibration images
 
 
 def model_name(conf: dict[str, str]) -> str:
@@ -51,6 +55,7 @@ class SegmentationConfig(TaskConfig):
         )
         # fast inference (issue 4): backend, TensorRT engine cache, coarse-to-fine CPU path, threads
         from lib.runtime.backends import BackendOptions, normalise_backend
+        from lib.runtime.reduced_precision import cpu_precision
         from lib.runtime.traced_engines import normalise_precision
         from lib.runtime.fast_path import FastPathOptions
         from lib.transforms.components import DEFAULT_MIN_FRACTION, parse_min_fraction
@@ -62,6 +67,9 @@ class SegmentationConfig(TaskConfig):
             trt_precision=normalise_precision(conf.get("trt_precision", "fp16")),
             batch_range=(1, int(conf.get("trt_max_batch", 8))),
             engine_dir=str(resolve(conf["engine_dir"], model_dir)) if conf.get("engine_dir") else None,
+            cpu_precision=cpu_precision(conf.get("cpu_precision", "auto")),
+            calibration=CalibrationImages(resolve(conf.get("calibration_dir", SAMPLE_STUDIES), model_dir), self.task,
+                                          self.profile.spacing, self.profile.roi_size),
         )
         self.min_component_fraction = parse_min_fraction(conf.get("min_component_fraction", DEFAULT_MIN_FRACTION))
         self.fast_path = FastPathOptions(

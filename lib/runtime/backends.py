@@ -16,9 +16,13 @@
                dynamic batch 1..8, ``aten::upsample_trilinear3d`` left to torch. The engine is cached on disk
                next to the weights, keyed by weights checksum, precision, batch range, window size, device
                and library versions, so a new model (e.g. published by training) or an upgrade rebuilds it.
+``bf16``       CPU only: eager PyTorch under bf16 autocast in channels-last-3d memory, on CPUs with native bf16
+               (AMX, AVX-512 BF16), once its labels agree with fp32's on calibration images
+               (:mod:`lib.runtime.reduced_precision`; the verdict is cached like an engine).
 ``auto``       ``tensorrt`` (fp16) where CUDA and torch-tensorrt are present, else ``compile`` (AMP) on CUDA,
-               else the CPU path: ``aot`` when its package for these weights is in the cache, ``torch`` until
-               then (the infer task builds the package in a background process, ``--conf background_compile``).
+               else the CPU path: ``bf16`` where the CPU has native bf16 and the gate passes
+               (``--conf cpu_precision auto``), otherwise ``aot`` when its package for these weights is in the
+               cache, ``torch`` until then (the package is built in a background process, ``--conf background_compile``).
 =============  ===============================================================================================
 
 Whatever fails (no CUDA, package missing, a failed build or load), :func:`prepare` logs one line saying why and
@@ -41,13 +45,14 @@ from torch import nn
 # BackendUnavailable and check_cpu_compiler live in aot_package, below this module, which raises them too
 from lib.runtime.aot_package import BackendUnavailable, aot_package_path, check_cpu_compiler
 from lib.networks.factory import input_channels
+from lib.runtime.reduced_precision import build_bf16
 from lib.runtime.static_dints import static_network
 from lib.runtime.traced_engines import (build_tensorrt_cached, build_torchscript, is_cuda, tensorrt_installed)
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "amp", "compile", "aot", "torchscript", "tensorrt")
-EAGER_BACKENDS = ("torch", "amp")  # run any input shape as is (compiled and traced ones are built for the window)
+BACKENDS = ("auto", "torch", "amp", "bf16", "compile", "aot", "torchscript", "tensorrt")
+EAGER_BACKENDS = ("torch", "amp", "bf16")  # run any input shape as is (compiled and traced ones are built for the window)
 DEFAULT_BATCH_RANGE = (1, 8)
 
 
@@ -135,6 +140,8 @@ class BackendOptions:
     batch_range: tuple[int, int] = DEFAULT_BATCH_RANGE
     engine_dir: str | None = None  # default: "<weights folder>/engines"
     compile_mode: str | None = None  # default: "reduce-overhead" on CUDA (CUDA graphs), inductor default on CPU
+    calibration: object | None = None  # bf16's gate images (lib.transforms.calibration.CalibrationImages)
+    cpu_precision: str = "auto"  # auto: CPU ``auto`` runs bf16 where the CPU has it and the gate passes; fp32: never
 
 
 def _build_torch(net, device, amp: bool) -> tuple[Callable, str]:
@@ -207,18 +214,20 @@ def prepare(
     cuda = is_cuda(device)
     if chain[0] == "tensorrt":
         chain += ["compile", "torch"] if cuda else ["torch"]
-    elif chain[0] in ("compile", "aot", "torchscript", "amp"):
+    elif chain[0] in ("compile", "aot", "torchscript", "amp", "bf16"):
         chain += ["torch"]
     net = net.to(device).eval()
     reasons = []
     for name in chain:
         start = time.time()
         try:
-            engine = None
+            engine, info = None, {}
             if name == "torch":
                 fn, precision = _build_torch(net, device, amp=False)
             elif name == "amp":
                 fn, precision = _build_torch(net, device, amp=True)
+            elif name == "bf16":
+                fn, precision, info = build_bf16(net, device, opts, weights_path, checksum)
             elif name == "compile":
                 fn, precision = _build_compile(net, device, opts)
             elif name == "aot":
@@ -234,7 +243,7 @@ def prepare(
             continue
         prepared = PreparedModel(
             forward=fn, backend=name, requested=requested, device=device, precision=precision,
-            fallback_reason="; ".join(reasons) or None, engine_file=engine, build_seconds=time.time() - start,
+            fallback_reason="; ".join(reasons) or None, engine_file=engine, build_seconds=time.time() - start, info=info,
         )
         if reasons:
             logger.warning(f"Backend '{requested}' unavailable ({'; '.join(reasons)}); falling back to '{name}'")

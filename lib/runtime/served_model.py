@@ -24,6 +24,7 @@ from lib.networks.arch_code import ArchCodeError
 from lib.networks.factory import CheckpointError, NetworkSpec, file_checksum
 from lib.runtime.aot_package import BackgroundBuilds, aot_package_path
 from lib.runtime.backends import BackendOptions, ModelCache, PreparedModel, normalise_backend, prepare, resolve_backend
+from lib.runtime.reduced_precision import cpu_bf16_flags
 
 logger = logging.getLogger(__name__)
 
@@ -107,17 +108,31 @@ class ServedModel:
         path = self.path()
         return aot_package_path(path, self.checksum(path), self.backend_options) if path else None
 
+    def cpu_bf16(self, device, backend: str) -> bool:
+        """Whether ``auto`` tries bf16 first here: the CPU, ``cpu_precision auto``, calibration images to gate it on and
+        native bf16 on this CPU."""
+        opts = self.backend_options
+        return (backend == "auto" and resolve_backend("auto", device) == "torch" and opts.cpu_precision == "auto"
+                and opts.calibration is not None and bool(cpu_bf16_flags()))
+
     def prepared(self, device, backend: str) -> PreparedModel:
         """The network on ``backend``, built once per weights version and device.
 
-        ``auto`` on the CPU with ``background_compile``: the AOTInductor package once it exists for these weights,
-        eager ``torch`` until then, with the package's build started in the background."""
+        ``auto`` on the CPU: bf16 where the CPU has it and its gate passes (:mod:`lib.runtime.reduced_precision`);
+        otherwise, with ``background_compile``, the AOTInductor package once it exists for these weights, eager
+        ``torch`` until then, with the package's build started in the background."""
         backend = normalise_backend(backend)
         net = self.network(device)  # reloads on a weights change; raises InputError if unusable
         with self._lock:
             key = self._networks[str(device)][0]
         path, checksum = key[0], self.checksum(key[0])
         requested, note = backend, None
+        if self.cpu_bf16(device, backend):
+            bf16 = self._models.get((key, "bf16", str(device)), lambda: prepare(
+                net, "bf16", str(device), self.backend_options, weights_path=path, checksum=checksum))
+            if bf16.backend == "bf16":
+                return dataclasses.replace(bf16, requested=requested)
+            note = f"fp32: {bf16.fallback_reason}"  # the gate failed or bf16 is unavailable: the fp32 path, saying why
         package = self.cpu_package(device, backend)
         if package:
             if os.path.exists(package):
@@ -125,7 +140,8 @@ class ServedModel:
             else:
                 backend = "torch"
                 self._builds.start(package, path, self.spec, self.backend_options.roi_size, self.backend_options.sw_batch_size)
-                note = self._builds.failed.get(package) or "compiled package building in the background"
+                note = "; ".join(filter(None, [note, self._builds.failed.get(package)
+                                               or "compiled package building in the background"]))
         prepared = self._models.get(
             (key, backend, str(device)),
             lambda: prepare(net, backend, str(device), self.backend_options, weights_path=path, checksum=checksum),
@@ -139,6 +155,10 @@ class ServedModel:
         """Load the network; for CPU ``auto`` with ``background_compile`` also start building its compiled package
         and return what ``auto`` runs now. ``wait``: first let that build end (or ``timeout`` pass)."""
         self.network(device)
+        if self.cpu_bf16(device, backend):
+            prepared = self.prepared(device, "auto")  # the gate runs now (seconds, once per weights and CPU)
+            if prepared.backend == "bf16":
+                return prepared
         package = self.cpu_package(device, backend)
         if package is None:
             return None

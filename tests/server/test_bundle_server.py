@@ -19,6 +19,7 @@ from support.zoo_bundles import write_spleen_bundle
 
 from lib.atomic import sha256_file
 from lib.networks.factory import file_checksum, load_checkpoint
+from lib.runtime.reduced_precision import cpu_bf16_flags
 
 pytestmark = pytest.mark.server
 
@@ -32,8 +33,10 @@ def server(module_tmp, start_server):
     bundle = write_spleen_bundle(module_tmp / "downloads", pixdim=(4, 4, 4))
     studies = shutil.copytree(SAMPLE_DATASTORE / "spleen", module_tmp / "studies",
                               ignore=shutil.ignore_patterns("datastore_v2.json", ".lock"))
-    srv = start_server(studies, conf={"model_dir": str(copy_model_dir(module_tmp / "model")), "bundle": str(bundle)})
-    srv.bundle = bundle
+    # cpu_precision auto, as a user runs it: bf16 where this CPU has it and its gate passes
+    srv = start_server(studies, conf={"model_dir": str(copy_model_dir(module_tmp / "model")), "bundle": str(bundle),
+                                      "cpu_precision": "auto"})
+    srv.bundle, srv.bundle_files = bundle, sorted(p.relative_to(bundle) for p in bundle.rglob("*"))
     srv.model_dir = module_tmp / "model"
     return srv
 
@@ -56,6 +59,13 @@ def test_the_bundle_segments_and_trains_with_its_own_recipe(server, client):
     assert label.shape == image.shape and np.allclose(label.affine, image.affine, atol=1e-5)
     assert set(np.unique(np.asarray(label.dataobj)).tolist()) <= {0, 1}
     assert params["model"]["checksum"] == file_checksum(server.bundle / "models" / "model.pt")
+    ran = params["inference"]
+    if cpu_bf16_flags():  # bf16, or fp32 with the gate's reason
+        assert ran["backend"] == "bf16" or ran["note"].startswith("fp32: bf16: "), ran
+    else:
+        assert ran["backend"] == "torch", ran
+    if ran["backend"] == "bf16":  # its verdict is cached in the app's model folder
+        assert list((server.model_dir / "engines" / NAME).glob("model.bf16.gate.*.json"))
 
     task = client.train_start(NAME, dict(TRAIN))
     done = wait_train(server, task["id"], timeout=300.0)
@@ -66,6 +76,7 @@ def test_the_bundle_segments_and_trains_with_its_own_recipe(server, client):
     published = server.model_dir / f"{NAME}_trained.pt"
     assert load_checkpoint(published)["meta"]["labels"] == {"spleen": 1}
     assert sha256_file(server.bundle / "models" / "model.pt") == shipped  # the download is left as it came
+    assert sorted(p.relative_to(server.bundle) for p in server.bundle.rglob("*")) == server.bundle_files
     _, params = client.infer(NAME, "phantom_004", {"result_extension": ".nii.gz"})
     params = json.loads(params) if isinstance(params, str) else params
     assert params["model"]["checksum"] == file_checksum(published)

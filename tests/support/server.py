@@ -30,8 +30,9 @@ class Server:
         self.workdir = Path(workdir) if workdir else Path(studies).parent
         # background scoring and the background build of the compiled CPU network (both on by default in the app)
         # would compete for the CPU with what a test measures; the active-learning tests switch scoring on
-        # themselves, the build is tested in tests/unit/test_backends.py
-        self.conf = {"auto_scoring": "false", "background_compile": "false", **(conf or {})}
+        # themselves, the build is tested in tests/unit/test_backends.py; bf16 (cpu_precision auto, its gate at start-up)
+        # in tests/unit/test_reduced_precision.py and tests/server/test_bundle_server.py
+        self.conf = {"auto_scoring": "false", "background_compile": "false", "cpu_precision": "fp32", **(conf or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or (self.workdir / f"server_{self.port}.log")

@@ -6,70 +6,18 @@ from __future__ import annotations
 
 import logging
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from lib.profiles import get_profile
 from lib.errors import InputError
 from lib.runtime import backends as B
 from lib.runtime import engine_cache as E
 from lib.runtime.static_dints import StaticDiNTS
-from lib.infers.segmentation import SegmentationInfer
-from lib.networks.arch_code import ArchCode
 from lib.networks.compact_arch import compact_cpu_arch
-from lib.networks.factory import NetworkSpec, build_dints, file_checksum, save_checkpoint
+from lib.networks.factory import NetworkSpec, build_dints, file_checksum
 from lib.runtime.aot_package import aot_package_path
-from lib.runtime.served_model import ServedModel
-from lib.task import get_task
-
-ROI = (32, 32, 32)
-
-
-def tiny_arch() -> ArchCode:
-    return ArchCode(
-        node_a=np.ones((2, 2), dtype=np.int64),
-        arch_code_a=np.ones((1, 4), dtype=np.int64),
-        arch_code_c=np.array([[1, 0, 2, 0]], dtype=np.int64),
-    ).validate()
-
-
-def tiny_checkpoint(path, seed: int = 0, arch: ArchCode | None = None) -> str:
-    torch.manual_seed(seed)
-    arch = arch or tiny_arch()
-    net = build_dints(arch, 0.125, 3)
-    # a larger final bias spread so the random net's argmax is not a coin toss everywhere
-    with torch.no_grad():
-        net.stem_finals[-1].bias.copy_(torch.tensor([0.0, -0.05, -0.1]))
-    save_checkpoint(net, arch, path, meta={"channel_mul": 0.125})
-    return str(path)
-
-
-def tiny_ct(path, shape=(64, 60, 20), spacing=(3.0, 3.0, 6.0), seed: int = 0) -> str:
-    rng = np.random.RandomState(seed)
-    img = np.full(shape, -1000, np.int16)
-    x, y, z = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    body = ((x - shape[0] / 2) / (shape[0] * 0.42)) ** 2 + ((y - shape[1] / 2) / (shape[1] * 0.38)) ** 2 < 1
-    img[np.broadcast_to(body, shape)] = -80
-    organ = ((x - 30) / 8.0) ** 2 + ((y - 28) / 6.0) ** 2 + ((z - 10) / 4.0) ** 2 < 1
-    img[organ] = 60
-    img = (img + rng.normal(0, 15, shape)).astype(np.int16)
-    nib.save(nib.Nifti1Image(img, np.diag([*spacing, 1.0])), str(path))
-    return str(path)
-
-
-def tiny_task(weights, backend_options=None, background_compile=False, **kwargs) -> SegmentationInfer:
-    profile = get_profile("cpu").with_overrides(channel_mul=0.125, roi_size=ROI, spacing=(4.0, 4.0, 4.0), sw_batch_size=2)
-    served = ServedModel([str(weights)], NetworkSpec("dints", 3, profile.channel_mul, None),
-                         backend_options or B.BackendOptions(roi_size=ROI, sw_batch_size=2), background_compile)
-    return SegmentationInfer(served, get_task("pancreas"), profile, **kwargs)
-
-
-def infer(task, image, **req):
-    label, result = task({"image": str(image), "result_write_to_file": False, **req})
-    return np.asarray(label), result
-
+from support.tiny_models import ROI, infer, tiny_arch, tiny_checkpoint, tiny_ct, tiny_task
 
 @pytest.fixture(scope="module")
 def files(module_tmp):
