@@ -1,7 +1,8 @@
 """Simulated annotation campaign: does ``uncertainty`` sampling beat ``random`` for this model?
 
     python benchmarks/active_learning.py --quick            # minutes on a 2-core CPU
-    python benchmarks/active_learning.py                    # the README's figures (longer)
+    python benchmarks/active_learning.py                    # 3 seeds (longer)
+    python benchmarks/active_learning.py --campaign --strategies random_fg random uncertainty bald clasp_pe
 
 For every seed:
 
@@ -49,7 +50,11 @@ PRESETS = {
                   samples=3, val_roi=64, seeds=[0, 1]),
     "full": dict(pool=12, heldout=4, k=2, m=2, rounds=3, init_steps=200, steps=80, crop=48, channel_mul=0.125,
                  samples=3, val_roi=64, seeds=[0, 1, 2]),
+    # every strategy against the foreground-aware random baseline over 5 seeds (paired t-tests, Holm)
+    "campaign": dict(pool=12, heldout=4, k=2, m=2, rounds=3, init_steps=200, steps=80, crop=48, channel_mul=0.125,
+                     samples=3, val_roi=64, seeds=[0, 1, 2, 3, 4]),
 }
+BASELINE = "random_fg"  # what a strategy must beat (nnActive: none reliably beats foreground-aware random)
 
 
 def log(msg: str) -> None:
@@ -219,6 +224,8 @@ def summarise(runs: list[dict], strategies: list[str]) -> dict:
                              "auc_mean": round(float(aucs.mean()), 4), "auc_std": round(float(aucs.std()), 4),
                              "auc_per_seed": aucs.round(4).tolist()}
         summary["strategies"][s] = entry
+    if BASELINE in strategies and len(runs) >= 2:
+        summary["against_baseline"] = paired_tests(summary, strategies)
     if "uncertainty" in strategies and "random" in strategies:
         for metric in METRICS:
             diff = np.array(summary["strategies"]["uncertainty"][metric]["auc_per_seed"]) - np.array(
@@ -227,6 +234,41 @@ def summarise(runs: list[dict], strategies: list[str]) -> dict:
                 "mean": round(float(diff.mean()), 4), "std": round(float(diff.std()), 4),
                 "per_seed": diff.round(4).tolist(), "uncertainty_wins": int((diff > 0).sum()), "seeds": int(len(diff))}
     return summary
+
+
+def holm(pvalues: dict) -> dict:
+    """Holm's step-down adjustment of a family of p-values (keys kept)."""
+    order = sorted(pvalues, key=lambda k: pvalues[k])
+    adjusted, running = {}, 0.0
+    for rank, key in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * pvalues[key]))
+        adjusted[key] = running
+    return adjusted
+
+
+def paired_tests(summary: dict, strategies: list[str]) -> dict:
+    """Per metric, every strategy's AUBC against the baseline's, paired by seed: the mean difference, a two-sided
+    paired t-test (a Wilcoxon test cannot go below p = 0.0625 with 5 seeds) and Holm's adjustment over the
+    strategies compared."""
+    from scipy import stats
+
+    out = {}
+    for metric in METRICS:
+        base = np.array(summary["strategies"][BASELINE][metric]["auc_per_seed"])
+        rows, raw = {}, {}
+        for s in strategies:
+            if s == BASELINE:
+                continue
+            aubc = np.array(summary["strategies"][s][metric]["auc_per_seed"])
+            diff = aubc - base
+            p = float(stats.ttest_rel(aubc, base).pvalue) if np.any(diff != diff[0]) else (0.0 if diff[0] else 1.0)
+            raw[s] = 1.0 if p != p else p
+            rows[s] = {"mean": round(float(diff.mean()), 4), "std": round(float(diff.std()), 4),
+                       "wins": int((diff > 0).sum()), "seeds": int(len(diff)), "p": round(raw[s], 4)}
+        for s, p in holm(raw).items():
+            rows[s]["p_holm"] = round(p, 4)
+        out[metric] = rows
+    return out
 
 
 def print_summary(summary: dict, seeds) -> None:
@@ -241,6 +283,11 @@ def print_summary(summary: dict, seeds) -> None:
             m = e[metric]
             row = "".join(f"{mu:>8.3f}+-{sd:<5.3f}" for mu, sd in zip(m["mean"], m["std"]))
             print(f"    {s:<13} {row}   {m['auc_mean']:.3f} +- {m['auc_std']:.3f}")
+    for metric, rows in (summary.get("against_baseline") or {}).items():
+        print(f"\n  {metric}: AUBC(strategy) - AUBC({BASELINE}), paired by seed (t-test, Holm over strategies)")
+        for s, d in rows.items():
+            print(f"    {s:<13} {d['mean']:+.4f} +- {d['std']:.4f}  better in {d['wins']} of {d['seeds']} seeds  "
+                  f"p {d['p']:.3f}  Holm {d['p_holm']:.3f}")
     if summary["paired_auc_difference"]:
         print("\n  AUC(uncertainty) - AUC(random), paired by seed:")
         for metric, d in summary["paired_auc_difference"].items():
@@ -277,6 +324,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small pool, few steps, 2 seeds: minutes on CPU")
+    ap.add_argument("--campaign", action="store_true",
+                    help=f"5 seeds, every strategy against {BASELINE} (paired t-tests with Holm): hours on 2 cores")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--strategies", nargs="+", default=["uncertainty", "random"], choices=list(STRATEGIES))
     for key in ("pool", "heldout", "k", "m", "rounds", "init_steps", "steps", "crop", "samples", "val_roi"):
@@ -288,7 +337,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "campaign" if args.campaign else "full"
     cfg = dict(PRESETS[mode])
     for key in ("pool", "heldout", "k", "m", "rounds", "init_steps", "steps", "crop", "samples", "val_roi", "channel_mul"):
         v = getattr(args, key)

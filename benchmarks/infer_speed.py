@@ -277,7 +277,12 @@ def main(argv=None) -> int:
     p.add_argument("--no_real", action="store_true", help="skip the real CT")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--ours_backend", default="auto",
-                   help="backend of ours (default auto: on the CPU the compiled package, built before timing)")
+                   help="backends of ours, comma-separated, each run side by side (default auto: bf16 on a CPU with "
+                        "native bf16 once its gate passes, else the compiled package, built before timing), "
+                        "e.g. torch,aot,bf16")
+    p.add_argument("--model_table", action="store_true",
+                   help="only the CPU model-computation table: ms per window batch, GFLOP/s and the share of the CPU's "
+                        "peak, per network (shipped cpu; bundle-size DiNTS with the CVPR architecture) and backend")
     p.add_argument("--child", choices=["bundle", "ours"], help=argparse.SUPPRESS)
     p.add_argument("--image", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -289,17 +294,22 @@ def main(argv=None) -> int:
     if args.child:
         return child_main(args)
     sys.stdout.reconfigure(line_buffering=True)  # each volume's figures as soon as they are measured
+    if args.model_table:
+        from benchmarks.model_flops import model_table
 
-    import platform
+        return model_table(args)
+    backends = [b.strip() for b in args.ours_backend.split(",") if b.strip()]
+
 
     import nibabel as nib
     import numpy as np
     import psutil
     import torch
 
+    from benchmarks.machine import cpu_description
     from lib.networks.factory import file_checksum
 
-    print(f"machine: {platform.processor() or platform.machine()}, {psutil.cpu_count(logical=True)} CPUs, "
+    print(f"machine: {cpu_description()}, {psutil.cpu_count(logical=True)} CPUs, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, torch {torch.__version__}, "
           f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
     print(f"weights: {os.path.relpath(args.weights, ROOT)} ({file_checksum(args.weights)}), profile {profile.name} "
@@ -312,13 +322,14 @@ def main(argv=None) -> int:
         for name, image, label, desc in vols:
             res = {}
             labels = {}
-            for kind in ("bundle", "ours"):
-                out_dir = os.path.join(tmp, f"{kind}_{name}")
+            for kind, backend in [("bundle", None)] + [("ours", b) for b in backends]:
+                key = kind if backend in (None, backends[0]) else f"ours:{backend}"
+                out_dir = os.path.join(tmp, f"{key.replace(':', '_')}_{name}")
                 os.makedirs(out_dir)
                 out = os.path.join(out_dir, "label.nii.gz")
-                r = run_child(kind, image, out, args)
-                labels[kind] = np.asarray(nib.load(out).dataobj).astype(np.uint8)
-                res[kind] = r
+                r = run_child(kind, image, out, argparse.Namespace(**{**vars(args), "ours_backend": backend or "auto"}))
+                labels[key] = np.asarray(nib.load(out).dataobj).astype(np.uint8)
+                res[key] = r
             truth = np.asarray(nib.load(label).dataobj).astype(np.uint8) if label else None
             row = {"volume": name, "desc": desc, "shape": list(labels["ours"].shape)}
             for kind in ("bundle", "ours"):
@@ -333,6 +344,11 @@ def main(argv=None) -> int:
             row["agree_fg"] = dice_fg(labels["bundle"], labels["ours"])
             row["agree_pancreas"] = dice_fg(labels["bundle"], labels["ours"], 1)
             row["ours_info"] = res["ours"]["info"]
+            row["variants"] = {key.split(":", 1)[1]: {
+                "s": res[key]["seconds"], "rss": res[key]["peak_rss"], "backend": res[key]["info"].get("backend"),
+                "agree_with_first": dice_fg(labels["ours"], labels[key]),
+                "dice_pancreas": (dice_fg(labels[key], truth) if name == "real-ct" else dice_fg(labels[key], truth, 1))
+                if truth is not None else None} for key in res if key.startswith("ours:")}
             rows.append(row)
             print_row(row)
     print_summary(rows)
@@ -363,7 +379,12 @@ def print_row(r):
     print(f"   agreement bundle vs ours: Dice foreground {_f(r['agree_fg'])}  pancreas {_f(r['agree_pancreas'])}")
     info = r.get("ours_info") or {}
     if info:
-        print(f"   ours: backend {info.get('backend')} (warm-up {info.get('warm_up_seconds')} s, not timed), {info.get('mode')} path, windows coarse {info.get('coarse_windows')} + fine {info.get('fine_windows')}")
+        print(f"   ours: backend {info.get('backend')} (warm-up {info.get('warm_up_seconds')} s, not timed), {info.get('mode')} path, windows coarse {info.get('coarse_windows')} + fine {info.get('fine_windows')}"
+              + (f"; {info['note']}" if info.get("note") else ""))
+    for backend, v in (r.get("variants") or {}).items():
+        print(f"   ours --backend {backend} (ran {v['backend']}): {v['s']:6.1f} s, speed-up {r['bundle_s'] / v['s']:.1f}x over the "
+              f"bundle, {r['ours_s'] / v['s']:.2f}x over the first; peak {v['rss'] / gib:.2f} GiB; label agreement with the "
+              f"first (fg Dice) {_f(v['agree_with_first'])}; Dice pancreas {_f(v['dice_pancreas'])}")
 
 
 def print_summary(rows):
@@ -388,6 +409,11 @@ def print_summary(rows):
           f"{_f(float(db))} (phantoms) | {_f(float(do))} (phantoms) | |")
     print(f"\nTOTAL: speed-up {tb / to:.2f}x end-to-end; peak RSS ratio ours/bundle {ro / rb:.2f}; "
           f"phantom pancreas Dice bundle {_f(float(db))} vs ours {_f(float(do))}")
+    for backend in rows[0].get("variants") or {}:
+        tv = sum(r["variants"][backend]["s"] for r in rows)
+        print(f"TOTAL ours --backend {backend}: speed-up {tb / tv:.2f}x over the bundle; peak RSS ratio "
+              f"{max(r['variants'][backend]['rss'] for r in rows) / rb:.2f}; label agreement with the first backend "
+              f"(fg Dice) min {min(r['variants'][backend]['agree_with_first'] for r in rows):.4f}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ if str(REPO_ROOT) not in sys.path:
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.models import cpu_description  # noqa: E402
+from benchmarks.machine import cpu_description  # noqa: E402
 from lib.data.seeds import HELD_OUT_SEED_BASE as HELDOUT_SEED_BASE  # noqa: E402
 
 NOC_LEVELS = (0.85, 0.90, 0.95)  # NoC@85 / @90 are the field's; @95 shows what clicks add once @90 comes free

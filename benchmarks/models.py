@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.machine import cpu_description  # noqa: E402
 from lib.data.seeds import HELD_OUT_SEED_BASE, TRAIN_SEED_BASE, seed_range  # noqa: E402
 
 MODES = {
@@ -45,20 +45,6 @@ SEARCHED = {"pancreas": REPO_ROOT / "model" / "dints_pancreas_cpu_arch_phantom_s
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def cpu_description() -> str:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
-    return f"{model} ({os.cpu_count()} cores; {' '.join(shown) or 'no avx2'})"
 
 
 def model_list(task: str) -> list[tuple[str, str, Path | None]]:

@@ -19,7 +19,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import random
 import shutil
 import sys
@@ -32,15 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from benchmarks.machine import cpu_description  # noqa: E402
 
 
 def make_labels(studies: Path, folder: Path, images: list[str]) -> tuple[dict, dict]:
@@ -84,7 +75,7 @@ def main(argv=None) -> int:
     from safety_helpers import HOSTILE_IDS
     from server import Server
 
-    print(f"machine: {cpu_model()}, {psutil.cpu_count()} CPUs; {args.clients} clients x {args.requests} requests")
+    print(f"machine: {cpu_description()}, {psutil.cpu_count()} CPUs; {args.clients} clients x {args.requests} requests")
     tmp = Path(tempfile.mkdtemp(prefix="soak_"))
     try:
         studies = copy_datastore(tmp / "studies")
