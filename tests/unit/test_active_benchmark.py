@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 
+@pytest.mark.slow  # runs the benchmark end to end: a heavier check
 def test_benchmark_prints_both_curves(tmp_path, capsys):
     from benchmarks.active_learning import main
 

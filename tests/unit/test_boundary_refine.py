@@ -156,6 +156,7 @@ def test_refinement_can_be_turned_off_and_a_missing_or_damaged_file_means_none(t
     assert task.refiner is not None and task.info()["config"]["boundary_refiner"] == task.refiner.checksum
 
 
+@pytest.mark.slow  # the refiner is off by default (--conf boundary_refine); its quality check is a heavier one
 def test_shipped_refiner_raises_the_automatic_dice_on_an_unseen_phantom(tmp_path):
     from lib.data.phantom import make_phantom, write_volume
 
@@ -170,6 +171,7 @@ def test_shipped_refiner_raises_the_automatic_dice_on_an_unseen_phantom(tmp_path
     assert dices["true"] > dices["false"] + 0.01, dices
 
 
+@pytest.mark.slow  # an offline fitting script, off the default path
 def test_the_fitting_script_writes_a_refiner_the_app_loads(tmp_path, capsys):
     out = tmp_path / "refiner.pt"
     assert train_boundary_refiner.main(["--train-cases", "1", "--val-cases", "0", "--out", str(out)]) == 0

@@ -131,7 +131,7 @@ def _shipped_task(fast: bool):
                                        "use_pretrained_only": "true", "background_compile": "false"})
 
 
-@pytest.mark.parametrize("seed", [4242, 4243])
+@pytest.mark.parametrize("seed", [4242, pytest.param(4243, marks=pytest.mark.slow)])  # the second phantom: -m slow
 def test_fast_path_agrees_with_full_window_on_phantoms(seed, tmp_path):
     from lib.data import phantom
     ph = phantom.make_phantom(seed, preset="sample")

@@ -23,6 +23,7 @@ from lib.trainers.distributed import resolve_device  # noqa: E402
 from lib.trainers.phantom_fit import prepare_phantoms  # noqa: E402
 
 
+@pytest.mark.slow  # an offline training script
 def test_tiny_interactive_run_writes_a_checkpoint_the_app_loads(tmp_path, capsys):
     out = tmp_path / "deepedit.pt"
     rc = train_cpu_weights.main([
@@ -41,6 +42,7 @@ def test_tiny_interactive_run_writes_a_checkpoint_the_app_loads(tmp_path, capsys
         assert net(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
 
 
+@pytest.mark.slow  # an offline training script
 def test_phantoms_prepared_in_several_processes_are_the_same_volumes():
     task = get_task("pancreas")
     seeds = list(seed_range(TRAIN_SEED_BASE, 2))
