@@ -4,7 +4,8 @@ GFLOP/s and its share of the CPU's theoretical peak (:func:`benchmarks.machine.p
 
 Networks: the shipped ``cpu`` network (its weights) and the bundle-size DiNTS (``channel_mul`` 1, 12 blocks, the
 CVPR architecture from ``../shared``, random weights: its speed does not depend on them). The label agreement of
-bf16 with fp32 is printed for the shipped weights only; with random weights it would mean nothing.
+bf16 with fp32 is printed for the shipped weights only (on two sample-CT windows); with random weights it would
+mean nothing.
 """
 
 from __future__ import annotations
@@ -40,15 +41,20 @@ def model_table(args) -> int:
     from lib.networks.factory import NetworkSpec, build_dints
     from lib.runtime.reduced_precision import Bf16Model, cpu_bf16_flags, label_agreement
     from lib.runtime.static_dints import static_network
+    from lib.task import get_task
+    from lib.transforms.calibration import CalibrationImages
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     print(f"machine: {cpu_description()}; torch {torch.__version__}, {threads} threads")
     nets = []
     cpu, _ = NetworkSpec("dints", 3, 0.25, args.arch_file).load(args.weights)
-    nets.append(("shipped cpu (channel_mul 0.25, 4 blocks)", cpu, torch.rand(2, 1, 96, 96, 96), 3, True))
-    cvpr = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "dints",
-                        "arch_code_cvpr.pth")
+    # two windows of sample CTs as the server preprocesses them: the label agreement is then one on anatomy
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    windows = CalibrationImages(os.path.join(root, "sample-datastore"), get_task("pancreas"), (2.0, 2.0, 2.0),
+                                (96, 96, 96)).windows()[:2]
+    nets.append(("shipped cpu (channel_mul 0.25, 4 blocks)", cpu, torch.cat([w for _, w in windows]), 3, True))
+    cvpr = os.path.join(root, "..", "shared", "data", "dints", "arch_code_cvpr.pth")
     if os.path.exists(cvpr):
         torch.manual_seed(0)
         nets.append(("bundle-size (channel_mul 1, 12 blocks, CVPR arch, random weights)",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 @pytest.mark.slow  # runs the benchmark end to end: a heavier check
 def test_benchmark_prints_both_curves(tmp_path, capsys):
@@ -23,7 +25,6 @@ def test_benchmark_prints_both_curves(tmp_path, capsys):
 
 
 def test_strategies_are_compared_with_foreground_aware_random_paired_and_holm_adjusted():
-    import pytest
 
     from benchmarks.active_learning import BASELINE, holm, paired_tests
 
