@@ -29,7 +29,6 @@ smaller prompt set answered.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -138,19 +137,44 @@ def working_factors(roi_shape: Sequence[int], spacing: Sequence[float], settings
 
 
 def _walk(data: np.ndarray, seeds: np.ndarray, spacing: np.ndarray, edge_hu: float) -> np.ndarray:
-    """Probability of reaching a foreground seed (1) before a background seed (2); 0 where no walk reaches one."""
-    from skimage.segmentation import random_walker  # imported here: scikit-image is heavy to import
+    """Probability of reaching a foreground seed (1) before a background seed (2).
 
-    std = float(data.std())
-    if std == 0.0:  # a flat region: every unseeded voxel is equally near both; the seeds decide alone
+    Grady's random walker, as scikit-image builds it (6-neighbour graph, edge weights ``exp(-(dHU / d / edge_hu)^2)``
+    with ``d`` the spacing relative to the finest axis, plus 1e-10 so that the graph stays connected), but with two
+    labels only one linear system needs solving: the background's probability is one minus the foreground's.
+    scikit-image solves one per label, which doubled the time of every prompt."""
+    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse.linalg import cg
+
+    if float(data.std()) == 0.0:  # a flat region: every unseeded voxel is equally near both; the seeds decide alone
         return (seeds == 1).astype(np.float32)
-    # scikit-image weights an edge exp(-beta / (10 std) * (dI / spacing)^2): this beta makes it exp(-(dHU / edge_hu)^2)
-    beta = 10.0 * std / edge_hu ** 2
-    with warnings.catch_warnings():  # its "probability outside [0, 1]" is rounding: clipped below
-        warnings.simplefilter("ignore")
-        prob = random_walker(data, seeds, beta=beta, mode="cg_j", tol=1e-3, return_full_prob=True,
-                             spacing=spacing / spacing.min())
-    return np.nan_to_num(np.clip(prob[0], 0.0, 1.0)).astype(np.float32)
+    rel = np.asarray(spacing, dtype=np.float64) / float(np.min(spacing))
+    index = np.arange(data.size).reshape(data.shape)
+    rows, cols, weights = [], [], []
+    for axis in range(3):
+        if data.shape[axis] < 2:
+            continue
+        grad = np.diff(data, axis=axis) / rel[axis]
+        weights.append((np.exp(-(grad / edge_hu) ** 2) + 1e-10).ravel())
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        rows.append(index[tuple(lo)].ravel())
+        cols.append(index[tuple(hi)].ravel())
+    i, j, w = np.concatenate(rows), np.concatenate(cols), np.concatenate(weights)
+    n = data.size
+    adjacency = coo_matrix((np.concatenate([w, w]), (np.concatenate([i, j]), np.concatenate([j, i]))), shape=(n, n)).tocsr()
+    laplacian = (diags(np.asarray(adjacency.sum(axis=1)).ravel()) - adjacency).tocsr()
+    flat = seeds.ravel()
+    free, seeded = np.flatnonzero(flat == 0), np.flatnonzero(flat > 0)
+    prob = (flat == 1).astype(np.float64)
+    if len(free) and len(seeded):
+        a = laplacian[free][:, free]
+        b = -(laplacian[free][:, seeded] @ prob[seeded])
+        jacobi = diags(1.0 / a.diagonal())
+        x, _ = cg(a, b, rtol=1e-3, atol=0.0, M=jacobi)
+        prob[free] = x
+    return np.clip(prob, 0.0, 1.0).reshape(data.shape).astype(np.float32)
 
 
 def _intensity(smooth: np.ndarray, fg_seeds: np.ndarray, model_balls: np.ndarray, settings: WalkerSettings):
