@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,8 @@ class TrainRecipe:
     momentum: float = 0.9
     include_background: bool = False
     lr_step_epochs: int = 0  # StepLR step_size (0: no StepLR in the bundle)
-    max_epochs: int = 0
     crop_size: tuple[int, int, int] | None = None
     crop_ratios: tuple[float, ...] = ()  # per class, background first (RandCropByPosNegLabeld: neg, pos)
-    source: str = ""  # the train config file it came from
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,6 @@ class ZooBundle:
     labels: dict[str, int]  # name -> value, background left out
     network: str  # dints | unet
     network_options: dict[str, Any]  # UNet arguments (DiNTS: none, its shape is the architecture code)
-    in_channels: int
     channel_mul: float
     arch_file: str | None
     weights: str  # models/model.pt (may be absent: an untrained bundle)
@@ -71,11 +68,6 @@ class ZooBundle:
     sw_batch_size: int
     sw_overlap: float
     recipe: TrainRecipe | None = None
-    files: dict[str, str] = field(default_factory=dict)  # what was read: role -> path
-
-    @property
-    def num_classes(self) -> int:
-        return 1 + len(self.labels)
 
     def describe(self) -> dict:
         """What ``/info`` shows of the bundle."""
@@ -151,7 +143,8 @@ def _short_target(cfg: _Config, key: str) -> str:
     return target.rsplit(".", 1)[-1]
 
 
-def _labels(metadata: Path) -> dict[str, int]:
+def _metadata(metadata: Path) -> tuple[dict, dict[str, int]]:
+    """``metadata.json`` as read, and the labels of its ``channel_def``."""
     try:
         meta = json.loads(metadata.read_text(encoding="utf-8"))
         channels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
@@ -169,7 +162,7 @@ def _labels(metadata: Path) -> dict[str, int]:
             labels[str(name).strip()] = value
     if not labels or sorted(labels.values()) != list(range(1, len(labels) + 1)):
         raise BundleError(f"{metadata}: channel_def must name the channels 1..n (found {channels})")
-    return labels
+    return meta, labels
 
 
 def _arch_file(cfg: _Config, root: Path) -> str:
@@ -192,16 +185,14 @@ def _network(cfg: _Config, root: Path, num_classes: int) -> dict:
     classes = int(cfg.value(classes_key))
     if classes != num_classes:
         raise BundleError(f"{cfg.path}: the network predicts {classes} channels, metadata.json names {num_classes}")
-    out["in_channels"] = int(cfg.value("network_def#in_channels", 1))
-    if out["in_channels"] != 1:
-        raise BundleError(f"{cfg.path}: the network takes {out['in_channels']} input channels; the app serves CT bundles (1)")
-    if kind == "DiNTS":
+    in_channels = int(cfg.value("network_def#in_channels", 1))
+    if in_channels != 1:
+        raise BundleError(f"{cfg.path}: the network takes {in_channels} input channels; the app serves CT bundles (1)")
+    if kind == "DiNTS":  # its blocks and depths are those of the architecture code
         space = cfg.raw("network_def#dints_space")
         space_key = space[1:] if isinstance(space, str) and space.startswith("@") else "network_def#dints_space"
         out["channel_mul"] = float(cfg.value(f"{space_key}#channel_mul", 1.0))
         out["arch_file"] = _arch_file(cfg, root)
-        out["num_blocks"] = int(cfg.value(f"{space_key}#num_blocks", 6))
-        out["num_depths"] = int(cfg.value(f"{space_key}#num_depths", 3))
     else:
         if int(cfg.value("network_def#spatial_dims", 3)) != 3:
             raise BundleError(f"{cfg.path}: a {cfg.value('network_def#spatial_dims')}-D UNet; the app serves 3-D networks")
@@ -248,14 +239,9 @@ def _recipe(cfg: _Config, num_classes: int) -> TrainRecipe:
     fields: dict[str, Any] = {"optimizer": OPTIMIZERS[kind], "lr": float(cfg.value("optimizer#lr")),
                               "weight_decay": float(cfg.value("optimizer#weight_decay", 0.0)),
                               "momentum": float(cfg.value("optimizer#momentum", 0.0 if kind == "SGD" else 0.9)),
-                              "include_background": bool(cfg.value("loss#include_background", True)),
-                              "source": str(cfg.path)}
+                              "include_background": bool(cfg.value("loss#include_background", True))}
     if cfg.has("lr_scheduler#_target_") and _short_target(cfg, "lr_scheduler") == "StepLR":
         fields["lr_step_epochs"] = int(cfg.value("lr_scheduler#step_size"))
-    for key in ("train#trainer#max_epochs", "max_epochs", "epochs"):
-        if cfg.has(key):
-            fields["max_epochs"] = int(cfg.value(key))
-            break
     for target, key in cfg.transforms("train#random_transforms", "train#preprocessing"):
         if target == "RandCropByPosNegLabeld":
             fields["crop_size"] = tuple(int(s) for s in cfg.value(f"{key}#spatial_size"))
@@ -278,25 +264,17 @@ def read_bundle(path: str | Path) -> ZooBundle:
     if not root.is_dir():
         raise BundleError(f"bundle directory not found: {path}")
     infer_path = _config_file(root, "inference", required=True)
-    metadata = root / "configs" / "metadata.json"
-    labels = _labels(metadata)
-    meta = json.loads(metadata.read_text(encoding="utf-8"))
+    meta, labels = _metadata(root / "configs" / "metadata.json")
     infer = _Config(infer_path, root)
     net = _network(infer, root, 1 + len(labels))
     recipe = None
     train_path = _config_file(root, "train", required=False)
     if train_path is not None:
         recipe = _recipe(_Config(train_path, root), 1 + len(labels))
-    files = {"inference": str(infer_path), "metadata": str(metadata), "weights": str(root / "models" / "model.pt")}
-    if train_path is not None:
-        files["train"] = str(train_path)
-    if net.get("arch_file"):
-        files["architecture"] = net["arch_file"]
     name = _SLUG.sub("_", root.name).strip("_") or "bundle"
     return ZooBundle(root=root, name=name, title=str(meta.get("name", root.name)), version=str(meta.get("version", "")),
-                     labels=labels, network=net["network"], network_options=net["network_options"],
-                     in_channels=net["in_channels"], channel_mul=net["channel_mul"], arch_file=net["arch_file"],
-                     weights=files["weights"], recipe=recipe, files=files, **_preprocessing(infer), **_inferer(infer))
+                     labels=labels, weights=str(root / "models" / "model.pt"), recipe=recipe, **net,
+                     **_preprocessing(infer), **_inferer(infer))
 
 
 def bundle_dirs(value: str | None) -> list[str]:

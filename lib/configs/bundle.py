@@ -56,9 +56,8 @@ class BundleConfig(SegmentationConfig):
 
     bundle: ZooBundle
 
-    def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, bundle: ZooBundle | None = None,
-             **kwargs):
-        self.bundle = bundle if bundle is not None else read_bundle(conf["bundle"])
+    def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, bundle: ZooBundle = None, **kwargs):
+        self.bundle = bundle
         conf = {k: v for k, v in conf.items() if k not in ("network", "roi_size", "spacing", "sw_batch_size", "sw_overlap",
                                                               "channel_mul", "arch_file", "model_file")}
         # compiled engines and bf16 verdicts in the app's model folder, never in the downloaded bundle
@@ -73,23 +72,12 @@ class BundleConfig(SegmentationConfig):
         base = get_profile(conf.get("profile"))
         self.profile = base.with_overrides(spacing=b.spacing, roi_size=b.roi_size, sw_batch_size=b.sw_batch_size,
                                            sw_overlap=b.sw_overlap, channel_mul=b.channel_mul, arch_file=b.arch_file)
-        self.arch_file = b.arch_file or ""
-        if self.network == "dints":
-            self._check_arch(b)
+        self.arch_file = b.arch_file or ""  # read when the network loads (bundle_configs loads it at start-up)
         self.trained_file = os.path.join(model_dir, f"{b.name}_trained.pt")
         if not os.path.exists(b.weights) and not os.path.exists(self.trained_file):
             raise BundleError(f"{b.weights}: missing (the bundle's weights; a downloaded bundle has them)")
         pretrained_only = truthy(conf.get("use_pretrained_only", "false"), "--conf use_pretrained_only")
         self.weights = [b.weights] if pretrained_only else [b.weights, self.trained_file]
-
-    @staticmethod
-    def _check_arch(b: ZooBundle) -> None:
-        from lib.networks.arch_code import ArchCodeError, load_arch_code
-
-        try:
-            load_arch_code(b.arch_file)
-        except ArchCodeError as exc:
-            raise BundleError(f"{b.arch_file}: {exc}") from None
 
     def searched_arch_file(self) -> str:
         return os.path.join(self.model_dir, f"{self.bundle.name}_arch_searched.pth")
@@ -121,19 +109,19 @@ def bundle_configs(conf: dict[str, str], model_dir: str) -> list[BundleConfig]:
     configs = []
     for path in bundle_dirs(conf.get("bundle")):
         bundle = read_bundle(os.path.abspath(os.path.expanduser(path)))
-        task = bundle_task(bundle)
-        if task.name not in TASKS:
-            TASKS[task.name] = task
-        wanted = conf.get("task")
-        if wanted and wanted.strip().lower() != task.name:
-            raise BundleError(f"bundle {bundle.root} segments {', '.join(f'{n} {v}' for n, v in bundle.labels.items())} "
-                              f"(task '{task.name}'), but the served task is '{wanted}' ({dict(TASKS[wanted.strip().lower()].labels) if wanted.strip().lower() in TASKS else 'unknown'}): "
-                              f"start with --conf task {task.name} (and studies labelled for it), or leave --conf task out")
-        conf["task"] = task.name
         if any(c.name == bundle.name for c in configs):
             raise BundleError(f"two bundles named {bundle.name}: serve each directory once")
         config = BundleConfig()
         config.init(bundle.name, model_dir, conf, None, bundle=bundle)
+        task = config.task
+        wanted = str(conf.get("task") or "").strip().lower()
+        if wanted and wanted != task.name:
+            served = f" ({dict(TASKS[wanted].labels)})" if wanted in TASKS else ""
+            raise BundleError(f"bundle {bundle.root} segments {', '.join(f'{n} {v}' for n, v in bundle.labels.items())} "
+                              f"(task '{task.name}'), but the served task is '{wanted}'{served}: "
+                              f"start with --conf task {task.name} (and studies labelled for it), or leave --conf task out")
+        TASKS.setdefault(task.name, task)
+        conf["task"] = task.name
         try:  # a model.pt that does not fit the bundle's own network stops the start-up, naming the file
             config.served.network("cpu")
         except Exception as exc:

@@ -169,8 +169,9 @@ def _walk(data: np.ndarray, seeds: np.ndarray, spacing: np.ndarray, edge_hu: flo
     free, seeded = np.flatnonzero(flat == 0), np.flatnonzero(flat > 0)
     prob = (flat == 1).astype(np.float64)
     if len(free) and len(seeded):
-        a = laplacian[free][:, free]
-        b = -(laplacian[free][:, seeded] @ prob[seeded])
+        rows = laplacian[free]
+        a = rows[:, free]
+        b = -(rows[:, seeded] @ prob[seeded])
         jacobi = diags(1.0 / a.diagonal())
         x, _ = cg(a, b, rtol=1e-3, atol=0.0, M=jacobi)
         prob[free] = x

@@ -12,6 +12,8 @@ flags, so a new model, an upgrade or another CPU measures again.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
 import os
@@ -23,14 +25,13 @@ from torch import nn
 
 from lib import atomic
 from lib.runtime.aot_package import BackendUnavailable
+from lib.networks.factory import input_channels
 from lib.runtime.engine_cache import default_engine_dir, engine_key, engine_path, library_versions
 
 logger = logging.getLogger(__name__)
 
 GATE_DICE = 0.99  # least label agreement (mean foreground Dice, bf16 vs fp32) on every calibration image
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
 CPU_PRECISIONS = ("auto", "fp32")
 
 
@@ -42,8 +43,10 @@ def cpu_precision(value: str | None) -> str:
     return v
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_bf16_flags() -> list[str]:
-    """The CPU's native bf16 flags (empty: bf16 would be emulated, slower than fp32)."""
+    """The CPU's native bf16 flags (empty: bf16 would be emulated, slower than fp32). Read once: ``auto`` asks on
+    every request."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
@@ -115,7 +118,7 @@ def build_bf16(net: nn.Module, device, opts, weights_path: str | None, checksum:
     calibration = getattr(opts, "calibration", None)
     if calibration is None:
         raise BackendUnavailable("no calibration images to check bf16 against fp32 (--conf calibration_dir)")
-    model = Bf16Model(_copy(net))
+    model = Bf16Model(copy.deepcopy(net).eval())  # a copy: the fp32 network the other backends share keeps its layout
     path = gate_path(weights_path, checksum, opts, calibration.identity()) if weights_path and checksum else None
     result = None
     if path and os.path.exists(path):
@@ -125,7 +128,7 @@ def build_bf16(net: nn.Module, device, opts, weights_path: str | None, checksum:
         except (OSError, ValueError, KeyError) as exc:
             logger.warning(f"bf16 gate verdict {os.path.basename(path)} unreadable ({exc}); measuring again")
     if result is None:
-        result = run_gate(net, model, calibration.windows(int(_in_channels(net))))
+        result = run_gate(net, model, calibration.windows(input_channels(net)))
         if path:
             atomic.write_json(path, {"passed": result.passed, "agreement": result.agreement, "reason": result.reason,
                                      "gate": GATE_DICE})
@@ -133,16 +136,3 @@ def build_bf16(net: nn.Module, device, opts, weights_path: str | None, checksum:
     if not result.passed:
         raise BackendUnavailable(result.reason)
     return model, "bf16", {"note": f"bf16 label agreement with fp32 (Dice) on calibration: {min(result.agreement.values()):.4f}"}
-
-
-def _copy(net: nn.Module) -> nn.Module:
-    """A channels-last copy, so the fp32 network the other backends share keeps its memory format."""
-    import copy
-
-    return copy.deepcopy(net).eval()
-
-
-def _in_channels(net: nn.Module) -> int:
-    from lib.networks.factory import input_channels
-
-    return input_channels(net)

@@ -229,7 +229,7 @@ class SegmentationTrainTask(_SegmentationTrainBase):
         self.interactive, self.sigma_mm = bool(interactive), float(sigma_mm)
         self.params = recipe_params(TRAIN_PARAMS + (INTERACTIVE_PARAMS if self.interactive else ()), recipe)
         self.network_options = dict(network_options or {})
-        self.momentum = recipe.momentum if recipe is not None and recipe.optimizer == "sgd" else 0.9
+        self.momentum = recipe.momentum if recipe is not None else 0.9  # SGD's (the other optimizers have none)
         kind = "interactive (DeepEdit-style, simulated clicks)" if interactive else NETWORK_TITLES[network]
         super().__init__(model_dir, task, profile, title or f"Train the {kind} {task.name} model on the final labels")
         self.network = network
