@@ -3,6 +3,9 @@
     python benchmarks/active_learning.py --quick            # minutes on a 2-core CPU
     python benchmarks/active_learning.py                    # 3 seeds (longer)
     python benchmarks/active_learning.py --campaign --strategies random_fg random uncertainty bald clasp_pe
+    # or one seed per process (a stopped run keeps its finished seeds), then the table over all of them:
+    python benchmarks/active_learning.py --campaign --seeds 3 --out results/seed3 --strategies ...
+    python benchmarks/active_learning.py --merge results/seed*/active_learning_campaign.json
 
 For every seed:
 
@@ -335,7 +338,11 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="train", help="phantom preset (lib.data.phantom)")
     ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     ap.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON", default=None,
+                    help="summarise the records of separate runs (one seed each, same mode and strategies) together")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
 
     mode = "quick" if args.quick else "campaign" if args.campaign else "full"
     cfg = dict(PRESETS[mode])
@@ -375,6 +382,36 @@ def main(argv=None) -> int:
     plot(summary, out / f"active_learning_{mode}.png", title)
     log(f"wrote {out / f'active_learning_{mode}.json'} and {out / f'active_learning_{mode}.png'} "
         f"({record['minutes']} min)")
+    return 0
+
+
+def merge(paths: list[str], out: Path) -> int:
+    """One table over the seeds of several records, which must share mode, configuration and strategies."""
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    first = records[0]
+    strategies = list(first["runs"][0]["curves"])
+    for p, r in zip(paths, records):
+        if r["mode"] != first["mode"] or r["config"] != first["config"] or list(r["runs"][0]["curves"]) != strategies:
+            print(f"error: {p} was run with another mode, configuration or strategy list than {paths[0]}", file=sys.stderr)
+            return 2
+    runs = [run for r in records for run in r["runs"]]
+    seeds = [run["seed"] for run in runs]
+    if len(set(seeds)) != len(seeds):
+        print(f"error: a seed appears twice among the records: {sorted(seeds)}", file=sys.stderr)
+        return 2
+    summary = summarise(runs, strategies)
+    print_summary(summary, seeds)
+    mode = first["mode"]
+    record = {"mode": mode, "config": first["config"], "seeds": seeds, "spacing": first["spacing"],
+              "minutes": round(sum(r.get("minutes", 0.0) for r in records), 1), "merged_from": list(paths),
+              "summary": summary, "runs": runs}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"active_learning_{mode}.json").write_text(json.dumps(record, indent=1))
+    cfg = first["config"]
+    title = (f"Active learning on phantoms ({mode}): start {cfg['k']}, +{cfg['m']} per round, {cfg['steps']} fine-tuning "
+             f"steps per round, {len(seeds)} seeds, mean +- std")
+    plot(summary, out / f"active_learning_{mode}.png", title)
+    log(f"merged {len(seeds)} seeds into {out / f'active_learning_{mode}.json'}")
     return 0
 
 
