@@ -17,6 +17,14 @@ fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 
+# the app's OHIF viewer (plugins/ohif/build.mjs says what it is): built where node and npm are installed, checked
+# against its inputs on every run (seconds when up to date); without them /ohif/ serves the stock monailabel build
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  "$ROOT/plugins/ohif/build.sh" || { echo "[setup] the OHIF build failed (above); /ohif/ will serve the stock build" >&2; }
+else
+  echo "[setup] node/npm not found: /ohif/ will serve the stock monailabel build (apt install nodejs npm, then rerun)"
+fi
+
 stamp="$VENV/.dints-label-installed"
 want="$(cat requirements.txt requirements-monailabel.txt scripts/setup.sh | sha256sum | cut -c1-16)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what a local PACS and the OHIF browser test need, from Debian's packages (once; idempotent):
 #   orthanc, orthanc-dicomweb   the PACS and its DICOMweb plugin (./run_pacs.sh)
-#   chromium                    headless browser for the OHIF end-to-end test (tests/e2e/test_pacs_ohif.py)
+#   chromium                    headless browser for the OHIF end-to-end tests (tests/e2e/test_pacs_ohif.py)
+#   nodejs, npm                 to build the app's OHIF viewer (plugins/ohif/build.sh; ./test.sh builds it after this)
 # Needs root (or sudo) and apt. Python packages (dcmqi, playwright) come with ./scripts/setup.sh.
 set -euo pipefail
 want=()
@@ -9,9 +10,11 @@ command -v Orthanc >/dev/null 2>&1 || [[ -x /usr/sbin/Orthanc ]] || want+=(ortha
 [[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] || want+=(orthanc-dicomweb)
 if [[ "${1:-}" != "--no-browser" ]]; then
   command -v chromium >/dev/null 2>&1 || want+=(chromium)
+  command -v node >/dev/null 2>&1 || want+=(nodejs)
+  command -v npm >/dev/null 2>&1 || want+=(npm)
 fi
 if [[ ${#want[@]} -eq 0 ]]; then
-  echo "[setup_pacs] Orthanc, its DICOMweb plugin and Chromium are installed"
+  echo "[setup_pacs] Orthanc, its DICOMweb plugin, Chromium and node are installed"
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -38,6 +38,9 @@ def install_into_server(conf: dict | None = None) -> bool:
     del routes[before:]
     routes[0:0] = ours
     conf = conf or {}
+    from lib.server.ohif import choose_build
+
+    choose_build(conf.get("ohif", "ours"))
     app.user_middleware.insert(0, Middleware(RequestGuard, volume_mb=float(conf.get("max_upload_mb", 4096)),
                                              label_mb=float(conf.get("max_label_upload_mb", 1024)),
                                              idle_seconds=float(conf.get("upload_idle_seconds", 60)),

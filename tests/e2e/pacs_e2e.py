@@ -395,7 +395,8 @@ def main(argv=None) -> int:
         loaded = run.step("load series", load_series, orthanc_url, tmp)["series"]
         run.result["series"] = loaded
         model_dir = copy_model_dir(tmp / "model")
-        server = Server(f"{orthanc_url}/dicom-web", conf={"model_dir": str(model_dir), "dicomweb_refresh_seconds": "2"},
+        server = Server(f"{orthanc_url}/dicom-web", conf={"model_dir": str(model_dir), "dicomweb_refresh_seconds": "2",
+                                                              "ohif": "stock"},  # the stock panel is what this run drives
                         log_path=out / "server.log", workdir=tmp,
                         env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / "cache")})
         run.step("start the app against the PACS", server.start)

@@ -55,14 +55,23 @@ def assert_still_serving(server):
 
 def test_ohif_assets_are_served_as_themselves(server):
     """MONAI Label 0.8.5 answered every nested OHIF file with index.html; the viewer then broke on its images and
-    WebAssembly decoders."""
+    WebAssembly decoders. Checked on the build this server serves (ours where plugins/ohif/build.sh has run)."""
+    from lib.server.ohif import OUR_BUILD, stock_folder
+
+    ours = (OUR_BUILD / "index.html").is_file()
     base = f"{server.url}/ohif"
     r = requests.get(f"{base}/assets/android-chrome-192x192.png", timeout=30)
     assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content[:4] == b"\x89PNG"
-    wasm = requests.get(f"{base}/dicom-microscopy-viewer/c22b37c3488e1d6c3aa4.wasm", timeout=30)
+    folder = OUR_BUILD if ours else Path(stock_folder())
+    wasm_file = sorted(folder.rglob("*.wasm"))[0].relative_to(folder).as_posix()
+    wasm = requests.get(f"{base}/{wasm_file}", timeout=30)
     assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm" and wasm.content[:4] == b"\0asm"
     page = requests.get(f"{base}/monai-label?StudyInstanceUIDs=1.2.3", timeout=30)  # an OHIF route, not a file
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    if ours:  # re-based to /ohif/, with our extension and mode beside it
+        assert 'window.PUBLIC_URL="/ohif/"' in page.text and 'src="/app-config.js"' not in page.text
+        extension = requests.get(f"{base}/monai-label/extension.js", timeout=30)
+        assert extension.status_code == 200 and extension.headers["content-type"].startswith("text/javascript")
     assert requests.get(f"{base}/assets/no-such-image.png", timeout=30).status_code == 404
     outside = requests.get(f"{base}/..%2F..%2F..%2Fapp.py", timeout=30)
     assert outside.status_code in (200, 404) and b"MONAILabelApp" not in outside.content

@@ -1,0 +1,45 @@
+/* dints-label's OHIF configuration: every request goes to the app that serves this page (its DICOMweb proxy in
+ * front of the PACS, its MONAI Label API), nothing to any other address. Our extension and mode are ES modules
+ * beside this file, loaded by OHIF at start-up. */
+window.config = {
+  name: 'dints-label',
+  routerBasename: window.PUBLIC_URL,
+  extensions: [window.PUBLIC_URL + 'monai-label/extension.js'],
+  modes: [window.PUBLIC_URL + 'monai-label/mode.js'],
+  customizationService: {},
+  showStudyList: true,
+  maxNumberOfWebWorkers: 2,
+  showWarningMessageForCrossOrigin: false,
+  showCPUFallbackMessage: true,
+  showLoadingIndicator: true,
+  strictZSpacingForVolumeViewport: true,
+  groupEnabledModesFirst: true,
+  investigationalUseDialog: { option: 'never' },
+  showErrorDetails: 'always',
+  maxNumRequests: { interaction: 100, thumbnail: 5, prefetch: 10 },
+  defaultDataSourceName: 'dicomweb',
+  dataSources: [
+    {
+      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+      sourceName: 'dicomweb',
+      configuration: {
+        friendlyName: 'dints-label PACS proxy',
+        name: 'dints-label',
+        wadoUriRoot: '/proxy/dicom/wado',
+        qidoRoot: '/proxy/dicom/qido',
+        wadoRoot: '/proxy/dicom/wado',
+        qidoSupportsIncludeField: true,
+        supportsReject: false,
+        imageRendering: 'wadors',
+        thumbnailRendering: 'wadors',
+        enableStudyLazyLoad: false,
+        supportsFuzzyMatching: true,
+        supportsWildcard: true,
+        dicomUploadEnabled: false,
+        singlepart: 'bulkdata,video',
+        bulkDataURI: { enabled: true },
+        omitQuotationForMultipartRequest: true,
+      },
+    },
+  ],
+};
