@@ -21,6 +21,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
-from pacs_e2e import Run, cached_image, orthanc_seg, seg_series  # noqa: E402
+from pacs_e2e import REAL_SERIES, Run, cached_image, orthanc_seg, seg_series  # noqa: E402
 from support.server import wait_train  # noqa: E402
 
 SAMPLES = REPO_ROOT / "sample-datastore"
@@ -103,7 +104,7 @@ def browser_flow(run: Run, server, orthanc_url: str, loaded: dict, out: Path, tm
 
     res: dict = {}
     errors, console, requests_seen, infer_posts = [], [], [], []
-    first, second = loaded["phantom_000"], loaded["phantom_001"]
+    first = loaded["phantom_000"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
                                     args=["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader",
@@ -118,7 +119,7 @@ def browser_flow(run: Run, server, orthanc_url: str, loaded: dict, out: Path, tm
             page.screenshot(path=str(out / f"{name}.png"))
 
         try:
-            steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url, first, second, tmp)
+            steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url, first, tmp)
         finally:
             (out / "console.txt").write_text("\n".join(console))
             browser.close()
@@ -128,7 +129,7 @@ def browser_flow(run: Run, server, orthanc_url: str, loaded: dict, out: Path, tm
     return res
 
 
-def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url, first, second, tmp):
+def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url, first, tmp):
     """The annotator's steps, each a ``run.step`` whose result lands in ``res``."""
     from lib.datastore.seg_label import seg_on_image
 
@@ -229,8 +230,11 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
     def next_sample():
         infos_before = sum("/info/" in u for u in requests_seen)
         page.select_option("[data-testid=dl-strategy]", "first")
-        page.click("[data-testid=dl-next]")
-        page.wait_for_function("uid => location.search.includes(uid)", arg=second["series"], timeout=60000)
+        with page.expect_response(lambda r: "/activelearning/first" in r.url, timeout=60000) as resp:
+            page.click("[data-testid=dl-next]")
+        offered = resp.value.json()["id"]
+        assert offered != first["series"], "Next Sample offered the series just labelled"
+        page.wait_for_function("uid => location.search.includes(uid)", arg=offered, timeout=60000)
         page.wait_for_function("() => window.services.cornerstoneViewportService"
                                ".getRenderingEngine()?.getViewports().length >= 3", timeout=180000)
         page.wait_for_timeout(3000)
@@ -239,7 +243,7 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
         infos_after = sum("/info/" in u for u in requests_seen)
         labels = page.locator("[data-testid^=dl-label-]").all_inner_texts()
         return {"url": page.url, "same_page": marker == "same page", "info_calls": infos_after - infos_before,
-                "labels": labels, "report": {"same_page": marker == "same page",
+                "labels": labels, "offered": offered, "report": {"same_page": marker == "same page",
                                              "new_info_calls": infos_after - infos_before}}
 
     res["next"] = run.step("browser: Next Sample (in place)", next_sample)
@@ -250,7 +254,7 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
         assert resp.value.status == 200, f"infer answered {resp.value.status}"
         wait_status(page, "done", timeout=120)
         page.wait_for_timeout(1000)
-        shown = viewer_labelmap(page, second["series"])
+        shown = viewer_labelmap(page, res["next"]["offered"])
         assert shown is not None and (shown > 0).any(), "no labelmap on the next sample"
         with page.expect_response(lambda r: "/datastore/label" in r.url and r.request.method == "PUT",
                                   timeout=300000) as resp:
@@ -302,6 +306,47 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
 
     res["review"] = run.step("browser: open the stored SEG for review", review_seg)
 
+    def real_ct():
+        """The real clinical series (sent to the PACS only now, so that Next Sample above had one candidate): the
+        automatic answer is shown on exactly the voxels the server labelled."""
+        import pydicom
+
+        from lib.pacs.orthanc import upload_files
+
+        files = sorted(p for p in REAL_SERIES.iterdir() if p.is_file())
+        before = requests.get(f"{server.url}/datastore/", params={"output": "stats"}, timeout=30).json()["total"]
+        upload_files(orthanc_url, files)
+        ds = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+        real = {"series": str(ds.SeriesInstanceUID), "study": str(ds.StudyInstanceUID)}
+        for _ in range(120):  # the app sees a new PACS series within its refresh time (2 s here)
+            if requests.get(f"{server.url}/datastore/", params={"output": "stats"}, timeout=30).json()["total"] > before:
+                break
+            time.sleep(0.5)
+        page.goto(f"{server.url}/ohif/monai-label?StudyInstanceUIDs={real['study']}", wait_until="domcontentloaded")
+        wait_status(page, "Connected", timeout=180)
+        page.wait_for_function("() => window.services?.cornerstoneViewportService"
+                               "?.getRenderingEngine()?.getViewports().length >= 3", timeout=180000)
+        page.wait_for_timeout(5000)
+        with page.expect_response(lambda r: "/infer/" + MODEL in r.url, timeout=300000) as resp:
+            page.click("[data-testid=dl-run]")
+        assert resp.value.status == 200, f"infer answered {resp.value.status}"
+        wait_status(page, "done", timeout=300)
+        page.wait_for_timeout(1500)
+        shot("08_real_ct")
+        shown = viewer_labelmap(page, real["series"])
+        from monailabel.client.client import MONAILabelClient
+
+        client = MONAILabelClient(server.url, tmpdir=str(tmp / "client"))
+        (tmp / "client").mkdir(exist_ok=True)
+        label_file, _ = client.infer(MODEL, real["series"], {"result_extension": ".nii.gz"})
+        answer = np.asarray(nib.load(label_file).dataobj).astype(np.uint8)
+        same = shown is not None and shown.shape == answer.shape and bool(np.array_equal(shown, answer))
+        return {"same_as_server": same, "shape": list(answer.shape), "foreground": int((answer > 0).sum()),
+                "report": {"same_as_server": same, "shape": list(answer.shape), "foreground": int((answer > 0).sum())}}
+
+    if REAL_SERIES.is_dir():
+        res["real_ct"] = run.step("browser: the real CT series, segmented", real_ct)
+
     def train():
         before = requests.get(f"{server.url}/info/", timeout=30).json()["models"][MODEL]["model"]["checksum"]
         page.select_option("[data-testid=dl-train-model]", MODEL)
@@ -312,12 +357,12 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
         assert resp.value.status == 200, f"train answered {resp.value.status}: {resp.value.text()[:300]}"
         sent = json.loads(resp.value.request.post_data or "{}")
         page.wait_for_timeout(2000)
-        shot("08_training")
+        shot("09_training")
         done = wait_train(server, None, timeout=900)
         assert done["status"] == "DONE", f"training ended {done['status']}: {server.log()[-3000:]}"
         wait_status(page, "finished", timeout=60)
         page.wait_for_selector("[data-testid=dl-train-outcome]", timeout=30000)
-        shot("09_trained")
+        shot("10_trained")
         info = requests.get(f"{server.url}/info/", timeout=30).json()
         after = info["models"][MODEL]["model"]["checksum"]
         stats = info["train_stats"][MODEL]
@@ -328,6 +373,54 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
                 "report": {"checksum": [before, after], "outcome": outcome[:160]}}
 
     res["train"] = run.step("browser: Train the model on the saved label", train)
+
+
+def login_flow(orthanc_url: str, study: str, out: Path, tmp: Path) -> dict:
+    """With authentication on (a token file): the viewer asks for a log-in before it reads anything, refuses a wrong
+    token with the server's reason, and after a good one shows the study with the panel connected."""
+    from playwright.sync_api import sync_playwright
+    from support.repo import copy_model_dir
+    from support.server import Server
+
+    from lib.server.token_file import digest
+
+    token = "e2e-token-" + "x" * 20
+    tokens = tmp / "tokens.txt"
+    tokens.write_text(f"annotator1 admin {digest(token)}\n")
+    server = Server(f"{orthanc_url}/dicom-web", conf={"model_dir": str(copy_model_dir(tmp / "model_auth")),
+                                                     "auth_tokens": str(tokens), "ohif": "ours"},
+                    log_path=out / "server_auth.log", workdir=tmp,
+                    env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / "cache_auth")})
+    server.start()
+    seen = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                        args=["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader",
+                                              "--enable-unsafe-swiftshader"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.on("request", lambda r: seen.append(r.url))
+            page.goto(f"{server.url}/ohif/monai-label?StudyInstanceUIDs={study}", wait_until="domcontentloaded")
+            page.wait_for_selector("[data-testid=dl-login]", timeout=120000)
+            page.screenshot(path=str(out / "11_login.png"))
+            before_login = [u for u in seen if "/proxy/dicom/" in u]
+            page.fill("[data-testid=dl-login] input[name=user]", "annotator1")
+            page.fill("[data-testid=dl-login] input[name=password]", "not-the-token")
+            page.click("[data-testid=dl-login] button")
+            page.wait_for_selector("[data-testid=dl-login-error]", timeout=30000)
+            refused = page.inner_text("[data-testid=dl-login-error]")
+            page.fill("[data-testid=dl-login] input[name=password]", token)
+            page.click("[data-testid=dl-login] button")
+            status = wait_status(page, "Connected", timeout=180)
+            page.wait_for_function("() => window.services?.cornerstoneViewportService"
+                                   "?.getRenderingEngine()?.getViewports().length >= 3", timeout=180000)
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(out / "12_logged_in.png"))
+            browser.close()
+    finally:
+        server.stop()
+    return {"dicomweb_before_login": before_login, "refused": refused, "status": status,
+            "report": {"dicomweb_before_login": len(before_login), "refused": refused[:100]}}
 
 
 def main(argv=None) -> int:
@@ -358,6 +451,10 @@ def main(argv=None) -> int:
                         env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / "cache")})
         run.step("start the app against the PACS", server.start)
         run.result["browser"] = browser_flow(run, server, orthanc_url, loaded, out, tmp)
+        server.stop()
+        server = None
+        run.result["login"] = run.step("browser: log in with authentication on", login_flow, orthanc_url,
+                                       loaded["phantom_000"]["study"], out, tmp)
         run.result["ok"] = True
         run.save()
         return 0

@@ -46,7 +46,7 @@ def run():
         f"end-to-end run failed at {failed[0]['name'] if failed else '?'}: "
         f"{failed[0]['error'] if failed else proc.stdout[-3000:] + proc.stderr[-3000:]}\n"
         f"{failed[0].get('trace', '') if failed else ''}")
-    return result["browser"]
+    return {**result["browser"], "login": result["login"]}
 
 
 def test_the_page_has_no_errors_and_nothing_leaves_loopback(run):
@@ -91,6 +91,12 @@ def test_a_stored_seg_opens_for_review_with_its_segments(run):
     assert sorted(run["review"]["segments"]) == ["pancreas", "tumor"]
 
 
+def test_the_real_ct_series_is_shown_exactly_as_the_server_answered(run):
+    if "real_ct" not in run:
+        pytest.skip("the real DICOM series of ../shared/data/real-ct is not here")
+    assert run["real_ct"]["same_as_server"], run["real_ct"]  # a clinical series' own geometry, voxel by voxel
+
+
 def test_training_from_the_panel_uses_the_saved_labels_and_reports_its_outcome(run):
     train = run["train"]
     assert train["sent"] == {"epochs": 1}
@@ -100,5 +106,14 @@ def test_training_from_the_panel_uses_the_saved_labels_and_reports_its_outcome(r
     else:
         assert train["reason"] and train["reason"] in train["outcome"]
     for shot in ("01_connected", "02_segmented", "03_point_on_pancreas", "04_saved", "05_next_sample",
-                 "07_stored_seg", "09_trained"):
+                 "07_stored_seg", "10_trained"):
         assert (ARTIFACTS / f"{shot}.png").stat().st_size > 10_000, f"screenshot {shot} missing"
+
+
+def test_with_authentication_on_nothing_is_read_before_a_log_in_and_a_wrong_token_is_refused(run):
+    login = run["login"]
+    assert login["dicomweb_before_login"] == [], "the viewer asked the PACS before the log-in"
+    assert "401" in login["refused"] and "unknown token" in login["refused"]
+    assert login["status"].startswith("Connected")
+    for shot in ("11_login", "12_logged_in"):
+        assert (ARTIFACTS / f"{shot}.png").stat().st_size > 5_000, f"screenshot {shot} missing"

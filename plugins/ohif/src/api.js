@@ -48,7 +48,8 @@ async function call(path, options = {}, what = path) {
   }
   if (!response.ok) {
     const why = await reason(response);
-    const hint = response.status === 401 ? ' - log in first' : response.status === 403 ? ' - your role may not do this' : '';
+    const hint = response.status === 401 && what !== 'Log in' ? ' - log in first'
+      : response.status === 403 ? ' - your role may not do this' : '';
     throw new ApiError(`${what}: ${why} (HTTP ${response.status})${hint}`, response.status);
   }
   return response;

@@ -4,6 +4,7 @@
 import { render } from 'preact';
 
 import { EXTENSION_ID, PANEL } from './ids.js';
+import { authorizationHeader, loginGate } from './login.jsx';
 import { Panel } from './panel.jsx';
 import { STYLE } from './style.js';
 import * as viewer from './viewer.js';
@@ -36,9 +37,13 @@ function addStyle() {
 
 export default {
   id: EXTENSION_ID,
-  preRegistration(args) {
+  async preRegistration(args) {
     viewer.initViewer(args);
     addStyle();
+    args.servicesManager.services.userAuthenticationService.setServiceImplementation({
+      getAuthorizationHeader: authorizationHeader,
+    });
+    await loginGate();
   },
   // runCommand('dintsLabelLabelmap', {seriesUid}): the labelmap of the series in view, {dimensions, data}, x fastest
   getCommandsModule: () => ({

@@ -245,6 +245,8 @@ export function Panel({ viewer }) {
     if (training?.status !== 'RUNNING') return undefined;
     const timer = setInterval(async () => {
       const t = await refreshTraining();
+      const i = await api.info().catch(() => null); // the run's epoch (train_stats) while it runs
+      if (i) setInfo(i);
       if (t && t.status !== 'RUNNING') {
         const model = t.request?.model || trainModel;
         say(t.status === 'DONE' ? `Training of ${model} finished.` : `Training of ${model} ended ${t.status}.`,

@@ -16,5 +16,7 @@ export const STYLE = `
 .dl-chosen { background: #1d3570; outline: 1px solid #5acce6; }
 .dl-swatch { width: 14px; height: 14px; border-radius: 3px; display: inline-block; }
 .dl-dim { color: #9aa3b5; font-size: 12px; }
+.dl-login-backdrop { position: fixed; inset: 0; background: rgba(0, 0, 0, 0.85); display: flex; align-items: center; justify-content: center; z-index: 10000; }
+.dl-login { background: #090c29; border: 1px solid #3a4d7a; border-radius: 6px; width: 320px; display: flex; flex-direction: column; gap: 6px; }
 .dl-row { display: flex; align-items: center; gap: 8px; flex-wrap: wrap; }
 `;
