@@ -35,13 +35,13 @@ def skip_or_fail(reason: str | None, what: str) -> None:
         pytest.skip(reason)
 
 
-def run_in_namespace(script: str, artifacts: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run ``tests/e2e/<script> --out <artifacts>`` in a fresh network namespace with only loopback up; its output is
-    kept in ``artifacts/run.log`` (the folder is emptied first)."""
+def run_in_namespace(script: str, artifacts: Path, timeout: float, args: str = "") -> subprocess.CompletedProcess:
+    """Run ``tests/e2e/<script> --out <artifacts> [args]`` in a fresh network namespace with only loopback up; its
+    output is kept in ``artifacts/run.log`` (the folder is emptied first)."""
     if artifacts.exists():
         shutil.rmtree(artifacts)
     artifacts.mkdir(parents=True)
-    command = f"ip link set lo up && exec {sys.executable} {HERE / script} --out {artifacts}"
+    command = f"ip link set lo up && exec {sys.executable} {HERE / script} --out {artifacts} {args}"
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.run(["unshare", "-n", "bash", "-c", command], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=str(REPO_ROOT))

@@ -327,22 +327,37 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
         page.wait_for_function("() => window.services?.cornerstoneViewportService"
                                "?.getRenderingEngine()?.getViewports().length >= 3", timeout=180000)
         page.wait_for_timeout(5000)
-        with page.expect_response(lambda r: "/infer/" + MODEL in r.url, timeout=300000) as resp:
-            page.click("[data-testid=dl-run]")
-        assert resp.value.status == 200, f"infer answered {resp.value.status}"
+        # a point at the middle of the series with prompt_organ (seconds, and a large region: a flipped or shifted
+        # axis could not go unseen), then the same prompt asked of the server directly
+        centre = [256, 256, 10]
+        page.click("[data-testid=dl-label-pancreas]")
+        page.select_option("[data-testid=dl-point-model]", PROMPT_MODEL)
+        where = page.evaluate(VOXEL_ON_SCREEN_JS, [real["series"], centre])
+        page.wait_for_timeout(1000)
+        infer_posts.clear()
+        with page.expect_response(lambda r: "/infer/" + PROMPT_MODEL in r.url, timeout=300000) as resp:
+            page.mouse.click(where["x"], where["y"])
+        assert resp.value.status == 200, f"prompt infer answered {resp.value.status}"
         wait_status(page, "done", timeout=300)
         page.wait_for_timeout(1500)
         shot("08_real_ct")
+        sent = infer_posts[-1][1].decode("latin-1")
+        params = json.loads(sent[sent.index("{"):sent.rindex("}") + 1])
         shown = viewer_labelmap(page, real["series"])
         from monailabel.client.client import MONAILabelClient
 
         client = MONAILabelClient(server.url, tmpdir=str(tmp / "client"))
         (tmp / "client").mkdir(exist_ok=True)
-        label_file, _ = client.infer(MODEL, real["series"], {"result_extension": ".nii.gz"})
+        label_file, _ = client.infer(PROMPT_MODEL, real["series"], {
+            "foreground": params["foreground"], "background": params["background"], "label": "pancreas",
+            "result_extension": ".nii.gz"})
         answer = np.asarray(nib.load(label_file).dataobj).astype(np.uint8)
-        same = shown is not None and shown.shape == answer.shape and bool(np.array_equal(shown, answer))
-        return {"same_as_server": same, "shape": list(answer.shape), "foreground": int((answer > 0).sum()),
-                "report": {"same_as_server": same, "shape": list(answer.shape), "foreground": int((answer > 0).sum())}}
+        same = shown is not None and shown.shape == answer.shape and bool(np.array_equal(shown == 1, answer == 1))
+        ijk = [int(c) for c in params["foreground"][0]]
+        return {"same_as_server": same, "shape": list(answer.shape), "region": int((answer == 1).sum()),
+                "value_at_click": int(shown[tuple(ijk)]) if shown is not None else None,
+                "report": {"same_as_server": same, "shape": list(answer.shape), "region": int((answer == 1).sum()),
+                           "clicked": ijk}}
 
     if REAL_SERIES.is_dir():
         res["real_ct"] = run.step("browser: the real CT series, segmented", real_ct)

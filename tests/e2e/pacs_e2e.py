@@ -175,7 +175,7 @@ def seg_series(orthanc_url: str) -> dict:
     return out
 
 
-def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: Path) -> dict:
+def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: Path, train: bool = True) -> dict:
     from lib.datastore.seg_label import resample_nearest
 
     res = {"proxy": run.step("proxy: a QIDO filter reaches the PACS", proxy_qido, server, orthanc_url)}
@@ -241,7 +241,7 @@ def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: P
 
     res["next_sample"] = run.step("client: /datastore and Next Sample after labelling", next_sample)
 
-    def train():
+    def train_run():
         before = requests.get(f"{server.url}/info/", timeout=30).json()["models"][MODEL]["model"]["checksum"]
         task = client.train_start(MODEL, dict(TRAIN))
         done = wait_train(server, task["id"], timeout=900)
@@ -254,7 +254,8 @@ def client_flow(run: Run, client, server, orthanc_url: str, loaded: dict, tmp: P
                                                              "skipped": stats.get("skipped"),
                                                              "training_ids": len(stats.get("training_ids", []))}}
 
-    res["train"] = run.step("client: train one epoch on the two labelled series", train)
+    if train:
+        res["train"] = run.step("client: train one epoch on the two labelled series", train_run)
 
     def new_series_seen():
         from lib.data.dicom_series import write_nifti_as_series
@@ -375,7 +376,8 @@ def unusable_seg(server, orthanc_url: str, uid: str, tmp: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--no-browser", action="store_true", help="leave out the stock OHIF panel in Chromium")
+    ap.add_argument("--no-train", action="store_true", help="leave out the client's training run")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +412,7 @@ def main(argv=None) -> int:
 
         client = MONAILabelClient(server.url, tmpdir=str(tmp / "client"))
         (tmp / "client").mkdir()
-        run.result["client"] = client_flow(run, client, server, orthanc_url, loaded, tmp)
+        run.result["client"] = client_flow(run, client, server, orthanc_url, loaded, tmp, train=not args.no_train)
         run.result["ok"] = True
         run.save()
         return 0
