@@ -28,6 +28,34 @@ def namespace_problem() -> str | None:
     return None
 
 
+def pacs_problem() -> str | None:
+    """Why Orthanc + Chromium in a private namespace cannot run here (None: they can)."""
+    from lib.pacs.orthanc import find_binary, find_dicomweb_plugin
+
+    try:
+        find_binary()
+        find_dicomweb_plugin()
+    except FileNotFoundError as exc:
+        return str(exc)
+    return namespace_problem()
+
+
+def run_e2e(script: str, artifacts: Path, what: str, problem: str | None, args: str = "") -> dict:
+    """Run an end-to-end script in its namespace (skip or fail on ``problem`` first) and return its
+    ``result.json``; a failed run fails with its failed step's error and trace."""
+    import json
+
+    skip_or_fail(problem, what)
+    proc = run_in_namespace(script, artifacts, timeout=1500, args=args)
+    result = json.loads((artifacts / "result.json").read_text()) if (artifacts / "result.json").exists() else {}
+    failed = [s for s in result.get("steps", []) if not s["ok"]]
+    assert proc.returncode == 0 and result.get("ok"), (
+        f"end-to-end run failed at {failed[0]['name'] if failed else '?'}: "
+        f"{failed[0]['error'] if failed else proc.stdout[-3000:] + proc.stderr[-3000:]}\n"
+        f"{failed[0].get('trace', '') if failed else ''}")
+    return result
+
+
 def skip_or_fail(reason: str | None, what: str) -> None:
     if reason:
         if os.environ.get("DINTS_REQUIRE_PACS") == "1":

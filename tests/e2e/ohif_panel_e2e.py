@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
-from pacs_e2e import REAL_SERIES, Run, cached_image, orthanc_seg, seg_series  # noqa: E402
+from pacs_e2e import (REAL_SERIES, Run, app_server, cached_image, launch_chromium, orthanc_seg,  # noqa: E402
+                      new_run, pacs_and_app, seg_series)
 from support.server import wait_train  # noqa: E402
 
 SAMPLES = REPO_ROOT / "sample-datastore"
@@ -99,6 +98,15 @@ def wait_status(page, text: str, timeout: float = 300) -> str:
     return page.inner_text("[data-testid=dl-status]")
 
 
+def save_label(page) -> None:
+    """Press *Save label* and wait for the server's 200 and the panel's confirmation."""
+    with page.expect_response(lambda r: "/datastore/label" in r.url and r.request.method == "PUT",
+                              timeout=300000) as resp:
+        page.click("[data-testid=dl-save]")
+    assert resp.value.status == 200, f"save answered {resp.value.status}: {resp.value.text()[:300]}"
+    wait_status(page, "Saved", timeout=60)
+
+
 def browser_flow(run: Run, server, orthanc_url: str, loaded: dict, out: Path, tmp: Path) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -106,9 +114,7 @@ def browser_flow(run: Run, server, orthanc_url: str, loaded: dict, out: Path, tm
     errors, console, requests_seen, infer_posts = [], [], [], []
     first = loaded["phantom_000"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader",
-                                          "--enable-unsafe-swiftshader"])
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
@@ -210,11 +216,7 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
 
     def save():
         before = set(seg_series(orthanc_url))
-        with page.expect_response(lambda r: "/datastore/label" in r.url and r.request.method == "PUT",
-                                  timeout=300000) as resp:
-            page.click("[data-testid=dl-save]")
-        assert resp.value.status == 200, f"save answered {resp.value.status}: {resp.value.text()[:300]}"
-        wait_status(page, "Saved", timeout=60)
+        save_label(page)
         shot("04_saved")
         new = {s: r for s, r in seg_series(orthanc_url).items() if s not in before}
         assert list(new.values()) == [first["series"]], f"new SEGs: {new}"
@@ -256,11 +258,7 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
         page.wait_for_timeout(1000)
         shown = viewer_labelmap(page, res["next"]["offered"])
         assert shown is not None and (shown > 0).any(), "no labelmap on the next sample"
-        with page.expect_response(lambda r: "/datastore/label" in r.url and r.request.method == "PUT",
-                                  timeout=300000) as resp:
-            page.click("[data-testid=dl-save]")
-        assert resp.value.status == 200, f"save answered {resp.value.status}: {resp.value.text()[:300]}"
-        wait_status(page, "Saved", timeout=60)
+        save_label(page)
         shot("06_next_sample_saved")
         return {"report": {"voxels": {str(v): int((shown == v).sum()) for v in (1, 2)}}}
 
@@ -394,25 +392,18 @@ def login_flow(orthanc_url: str, study: str, out: Path, tmp: Path) -> dict:
     """With authentication on (a token file): the viewer asks for a log-in before it reads anything, refuses a wrong
     token with the server's reason, and after a good one shows the study with the panel connected."""
     from playwright.sync_api import sync_playwright
-    from support.repo import copy_model_dir
-    from support.server import Server
 
     from lib.server.token_file import digest
 
     token = "e2e-token-" + "x" * 20
     tokens = tmp / "tokens.txt"
     tokens.write_text(f"annotator1 admin {digest(token)}\n")
-    server = Server(f"{orthanc_url}/dicom-web", conf={"model_dir": str(copy_model_dir(tmp / "model_auth")),
-                                                     "auth_tokens": str(tokens), "ohif": "ours"},
-                    log_path=out / "server_auth.log", workdir=tmp,
-                    env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / "cache_auth")})
+    server = app_server(orthanc_url, out, tmp, {"auth_tokens": str(tokens), "ohif": "ours"}, tag="_auth")
     server.start()
     seen = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                        args=["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader",
-                                              "--enable-unsafe-swiftshader"])
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.on("request", lambda r: seen.append(r.url))
             page.goto(f"{server.url}/ohif/monai-label?StudyInstanceUIDs={study}", wait_until="domcontentloaded")
@@ -442,46 +433,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run = Run(out)
-    tmp = Path(tempfile.mkdtemp(prefix="ohif_e2e_", dir=out))
-    from support.repo import copy_model_dir
-    from support.server import Server
-
-    from lib.pacs.orthanc import start
-    from lib.wait import free_port
-
-    orthanc = server = None
+    run, out, tmp = new_run(args.out, "ohif_e2e_")
     try:
-        port = free_port()
-        orthanc_url = f"http://127.0.0.1:{port}"
-        orthanc = run.step("start Orthanc", start, tmp / "orthanc", port)
-        loaded = run.step("load series", load_series, orthanc_url, tmp)["series"]
-        run.result["series"] = loaded
-        model_dir = copy_model_dir(tmp / "model")
-        server = Server(f"{orthanc_url}/dicom-web", conf={"model_dir": str(model_dir), "dicomweb_refresh_seconds": "2",
-                                                         "ohif": "ours"},
-                        log_path=out / "server.log", workdir=tmp,
-                        env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / "cache")})
-        run.step("start the app against the PACS", server.start)
-        run.result["browser"] = browser_flow(run, server, orthanc_url, loaded, out, tmp)
-        server.stop()
-        server = None
-        run.result["login"] = run.step("browser: log in with authentication on", login_flow, orthanc_url,
-                                       loaded["phantom_000"]["study"], out, tmp)
+        with pacs_and_app(run, out, tmp, load_series, {"ohif": "ours"}) as (orthanc_url, loaded, server):
+            run.result["browser"] = browser_flow(run, server, orthanc_url, loaded, out, tmp)
+            server.stop()
+            run.result["login"] = run.step("browser: log in with authentication on", login_flow, orthanc_url,
+                                           loaded["phantom_000"]["study"], out, tmp)
         run.result["ok"] = True
         run.save()
         return 0
     except Exception:
         run.save()
         return 1
-    finally:
-        if server is not None:
-            server.stop()
-        if orthanc is not None:
-            orthanc.terminate()
-            orthanc.wait(10)
 
 
 if __name__ == "__main__":

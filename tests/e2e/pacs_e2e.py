@@ -18,6 +18,7 @@ and a SEG that cannot be a label (422, nothing stored).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -87,15 +88,20 @@ def load_series(orthanc_url: str, tmp: Path) -> dict:
     return {"series": series, "report": {k: v[-12:] for k, v in series.items()}}
 
 
+def launch_chromium(playwright):
+    """Debian's Chromium, headless, software rendering (no GPU in the namespace)."""
+    return playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                      args=["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader",
+                                            "--enable-unsafe-swiftshader"])
+
+
 def browser_segmentation(app_url: str, study_uid: str, out: Path) -> dict:
     """OHIF's MONAI Label mode for the study: connect the panel, run the segmentation, check the labelmap."""
     from playwright.sync_api import sync_playwright
 
     errors, console = [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader",
-                                          "--enable-unsafe-swiftshader"])
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
@@ -373,19 +379,28 @@ def unusable_seg(server, orthanc_url: str, uid: str, tmp: Path) -> dict:
             "report": {"status": r.status_code, "detail": detail[:160], "new_segs": len(after - before)}}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--no-browser", action="store_true", help="leave out the stock OHIF panel in Chromium")
-    ap.add_argument("--no-train", action="store_true", help="leave out the client's training run")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
+def new_run(out_arg: str, prefix: str) -> tuple[Run, Path, Path]:
+    """The run's record, its output folder (made) and a scratch folder inside it."""
+    out = Path(out_arg)
     out.mkdir(parents=True, exist_ok=True)
-    run = Run(out)
-    tmp = Path(tempfile.mkdtemp(prefix="pacs_e2e_", dir=out))
+    return Run(out), out, Path(tempfile.mkdtemp(prefix=prefix, dir=out))
+
+
+def app_server(orthanc_url: str, out: Path, tmp: Path, conf: dict, tag: str = ""):
+    """The app against the PACS, with a copy of the shipped model folder of its own (not started yet)."""
     from support.repo import copy_model_dir
     from support.server import Server
 
+    model_dir = copy_model_dir(tmp / f"model{tag}")
+    return Server(f"{orthanc_url}/dicom-web", conf={"model_dir": str(model_dir), **conf},
+                  log_path=out / f"server{tag}.log", workdir=tmp,
+                  env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / f"cache{tag}")})
+
+
+@contextlib.contextmanager
+def pacs_and_app(run: Run, out: Path, tmp: Path, load, conf: dict):
+    """Orthanc on a free loopback port with ``load(orthanc_url, tmp)``'s series, and the app against it (``conf``
+    added to the test server's); yields ``(orthanc_url, loaded series, server)`` and stops both afterwards."""
     from lib.pacs.orthanc import start
     from lib.wait import free_port
 
@@ -394,36 +409,47 @@ def main(argv=None) -> int:
         port = free_port()
         orthanc_url = f"http://127.0.0.1:{port}"
         orthanc = run.step("start Orthanc", start, tmp / "orthanc", port)
-        loaded = run.step("load series", load_series, orthanc_url, tmp)["series"]
+        loaded = run.step("load series", load, orthanc_url, tmp)["series"]
         run.result["series"] = loaded
-        model_dir = copy_model_dir(tmp / "model")
-        server = Server(f"{orthanc_url}/dicom-web", conf={"model_dir": str(model_dir), "dicomweb_refresh_seconds": "2",
-                                                              "ohif": "stock"},  # the stock panel is what this run drives
-                        log_path=out / "server.log", workdir=tmp,
-                        env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp / "cache")})
+        server = app_server(orthanc_url, out, tmp, {"dicomweb_refresh_seconds": "2", **conf})
         run.step("start the app against the PACS", server.start)
-        info = requests.get(f"{server.url}/info/", timeout=30).json()
-        run.result["info_labels"] = info["labels"]
-        if not args.no_browser:
-            study = requests.get(f"{orthanc_url}/dicom-web/series", params={"SeriesInstanceUID": loaded["phantom_000"]},
-                                 timeout=30).json()[0]["0020000D"]["Value"][0]
-            run.result["browser"] = run.step("OHIF: open, connect, segment", browser_segmentation, server.url, study, out)
-        from monailabel.client.client import MONAILabelClient
-
-        client = MONAILabelClient(server.url, tmpdir=str(tmp / "client"))
-        (tmp / "client").mkdir()
-        run.result["client"] = client_flow(run, client, server, orthanc_url, loaded, tmp, train=not args.no_train)
-        run.result["ok"] = True
-        run.save()
-        return 0
-    except Exception:
-        return 1
+        yield orthanc_url, loaded, server
     finally:
         if server is not None:
             server.stop()
         if orthanc is not None:
             orthanc.terminate()
             orthanc.wait(10)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--no-browser", action="store_true", help="leave out the stock OHIF panel in Chromium")
+    ap.add_argument("--no-train", action="store_true", help="leave out the client's training run")
+    args = ap.parse_args(argv)
+    run, out, tmp = new_run(args.out, "pacs_e2e_")
+    try:
+        # the stock panel is what this run drives in the browser
+        with pacs_and_app(run, out, tmp, load_series, {"ohif": "stock"}) as (orthanc_url, loaded, server):
+            info = requests.get(f"{server.url}/info/", timeout=30).json()
+            run.result["info_labels"] = info["labels"]
+            if not args.no_browser:
+                study = requests.get(f"{orthanc_url}/dicom-web/series",
+                                     params={"SeriesInstanceUID": loaded["phantom_000"]},
+                                     timeout=30).json()[0]["0020000D"]["Value"][0]
+                run.result["browser"] = run.step("OHIF: open, connect, segment", browser_segmentation, server.url,
+                                                 study, out)
+            from monailabel.client.client import MONAILabelClient
+
+            client = MONAILabelClient(server.url, tmpdir=str(tmp / "client"))
+            (tmp / "client").mkdir()
+            run.result["client"] = client_flow(run, client, server, orthanc_url, loaded, tmp, train=not args.no_train)
+        run.result["ok"] = True
+        run.save()
+        return 0
+    except Exception:
+        return 1
 
 
 if __name__ == "__main__":

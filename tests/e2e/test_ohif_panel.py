@@ -9,12 +9,11 @@ reason, unless ``DINTS_REQUIRE_PACS=1`` (CI) makes that a failure.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from .netns import namespace_problem, run_in_namespace, skip_or_fail
+from .netns import pacs_problem, run_e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "ohif_panel"
@@ -23,29 +22,16 @@ pytestmark = pytest.mark.server
 
 
 def missing() -> str | None:
-    from lib.pacs.orthanc import find_binary, find_dicomweb_plugin
     from lib.server.ohif import OUR_BUILD
 
     if not (OUR_BUILD / "index.html").is_file():
         return f"our OHIF build is missing ({OUR_BUILD}): run plugins/ohif/build.sh (needs node and npm)"
-    try:
-        find_binary()
-        find_dicomweb_plugin()
-    except FileNotFoundError as exc:
-        return str(exc)
-    return namespace_problem()
+    return pacs_problem()
 
 
 @pytest.fixture(scope="module")
 def run():
-    skip_or_fail(missing(), "OHIF panel end-to-end test")
-    proc = run_in_namespace("ohif_panel_e2e.py", ARTIFACTS, timeout=1500)
-    result = json.loads((ARTIFACTS / "result.json").read_text()) if (ARTIFACTS / "result.json").exists() else {}
-    failed = [s for s in result.get("steps", []) if not s["ok"]]
-    assert proc.returncode == 0 and result.get("ok"), (
-        f"end-to-end run failed at {failed[0]['name'] if failed else '?'}: "
-        f"{failed[0]['error'] if failed else proc.stdout[-3000:] + proc.stderr[-3000:]}\n"
-        f"{failed[0].get('trace', '') if failed else ''}")
+    result = run_e2e("ohif_panel_e2e.py", ARTIFACTS, "OHIF panel end-to-end test", missing())
     return {**result["browser"], "login": result["login"]}
 
 

@@ -14,12 +14,11 @@ answer is a 502 that names nothing internal.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from .netns import namespace_problem, run_in_namespace, skip_or_fail
+from .netns import pacs_problem, run_e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "pacs_ohif"
@@ -27,40 +26,17 @@ ARTIFACTS = REPO_ROOT / "test-artifacts" / "pacs_ohif"
 pytestmark = pytest.mark.server
 
 
-def missing() -> str | None:
-    from lib.pacs.orthanc import find_binary, find_dicomweb_plugin
-
-    try:
-        find_binary()
-        find_dicomweb_plugin()
-    except FileNotFoundError as exc:
-        return str(exc)
-    return namespace_problem()
-
-
-def _run(artifacts: Path, args: str = "") -> dict:
-    skip_or_fail(missing(), "PACS end-to-end test")
-    proc = run_in_namespace("pacs_e2e.py", artifacts, timeout=1500, args=args)
-    result = json.loads((artifacts / "result.json").read_text()) if (artifacts / "result.json").exists() else {}
-    failed = [s for s in result.get("steps", []) if not s["ok"]]
-    assert proc.returncode == 0 and result.get("ok"), (
-        f"end-to-end run failed at {failed[0]['name'] if failed else '?'}: "
-        f"{failed[0]['error'] if failed else proc.stdout[-3000:] + proc.stderr[-3000:]}\n"
-        f"{failed[0].get('trace', '') if failed else ''}")
-    return result
-
-
 @pytest.fixture(scope="module")
 def run():
     """The client flows (MONAILabelClient, as 3D Slicer calls them) against the PACS. Training from a viewer on PACS
     labels is driven in tests/e2e/test_ohif_panel.py; the stock panel in Chromium and this client's own training run
     are the slow variant below."""
-    return _run(ARTIFACTS, "--no-browser --no-train")
+    return run_e2e("pacs_e2e.py", ARTIFACTS, "PACS end-to-end test", pacs_problem(), "--no-browser --no-train")
 
 
 @pytest.fixture(scope="module")
 def full_run():
-    return _run(ARTIFACTS.with_name("pacs_ohif_full"))
+    return run_e2e("pacs_e2e.py", ARTIFACTS.with_name("pacs_ohif_full"), "PACS end-to-end test", pacs_problem())
 
 
 @pytest.mark.slow  # the stock build (--conf ohif stock) in Chromium; ours is tests/e2e/test_ohif_panel.py
