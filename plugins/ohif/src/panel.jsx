@@ -7,6 +7,7 @@ import { flip, flipsOnto, nrrdBytes, nrrdGeometry } from './geometry.js';
 import { answerMapping, applyMask, labelInfo, mapAnswer, taskLabels } from './labels.js';
 import { readNrrd } from './nrrd.js';
 import { hasStored, usePersisted } from './store.js';
+import { trainingText } from './training.js';
 
 const POINT_TYPES = ['deepedit', 'deepgrow'];
 const rgb = c => `rgb(${c[0]},${c[1]},${c[2]})`;
@@ -273,17 +274,7 @@ export function Panel({ viewer }) {
     if (!hasStored('info') || !latest.current.info) connect();
   }, []);
 
-  const stats = info?.train_stats?.[trainModel] || {};
-  const progress = training?.status === 'RUNNING' && stats.total_epochs
-    ? ` epoch ${stats.epoch ?? 0} / ${stats.total_epochs}` : '';
-  const failure = training && !['RUNNING', 'DONE'].includes(training.status)
-    ? (training.details || []).slice(-3).join(' ') || stats.error || 'see the server log' : '';
-  // the last finished run of this model: its figures, and whether its weights are now served (and if not, why)
-  const outcome = training?.status === 'DONE' && stats.status === 'DONE'
-    ? `Last run: ${stats.epoch ?? '?'} epoch(s) on ${stats.training_ids?.length ?? '?'} image(s), validation Dice `
-      + `${stats.last?.mean_dice != null ? stats.last.mean_dice.toFixed(3) : '-'}; `
-      + (stats.published_file ? 'the new weights are served.' : `not published: ${stats.not_published_reason || 'no improvement'}.`)
-    : '';
+  const said = trainingText(training, info?.train_stats?.[trainModel]);
   const segModels = modelsOf(info, ['segmentation']);
   const pointModels = modelsOf(info, POINT_TYPES);
   const trainers = Object.keys(info?.trainers || {}).filter(t => info?.models?.[t]);
@@ -350,9 +341,9 @@ export function Panel({ viewer }) {
               {training?.status === 'RUNNING' ? 'Stop training' : 'Train'}
             </button>
             <div class="dl-dim" data-testid="dl-train-status">
-              {training ? `${training.request?.model || ''} ${training.status}${progress}` : 'No training yet.'}
-              {failure && <div class="dl-error">{failure}</div>}
-              {outcome && <div data-testid="dl-train-outcome">{outcome}</div>}
+              {said.line}
+              {said.failure && <div class="dl-error">{said.failure}</div>}
+              {said.outcome && <div data-testid="dl-train-outcome">{said.outcome}</div>}
             </div>
           </Section>
         </>
