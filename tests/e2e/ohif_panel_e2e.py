@@ -92,6 +92,23 @@ def viewer_labelmap(page, series_uid: str) -> np.ndarray | None:
     return flat.reshape(got["dims"], order="F")
 
 
+def server_answer(server, tmp: Path, model: str, series_uid: str, params: dict) -> np.ndarray:
+    """The server's answer to ``params`` for a series, asked as 3D Slicer asks (``MONAILabelClient``), on the
+    image's grid as the app reads the series."""
+    from monailabel.client.client import MONAILabelClient
+
+    (tmp / "client").mkdir(exist_ok=True)
+    client = MONAILabelClient(server.url, tmpdir=str(tmp / "client"))
+    label_file, _ = client.infer(model, series_uid, {**params, "result_extension": ".nii.gz"})
+    return np.asarray(nib.load(label_file).dataobj).astype(np.uint8)
+
+
+def last_infer_params(infer_posts: list) -> dict:
+    """The ``params`` JSON of the panel's last /infer request (a multipart form)."""
+    sent = infer_posts[-1][1].decode("latin-1") if infer_posts and infer_posts[-1][1] else ""
+    return json.loads(sent[sent.index("{"):sent.rindex("}") + 1]) if "{" in sent else {}
+
+
 def wait_status(page, text: str, timeout: float = 300) -> str:
     page.wait_for_function("t => (document.querySelector('[data-testid=dl-status]')?.textContent || '').includes(t)",
                            arg=text, timeout=timeout * 1000)
@@ -164,12 +181,7 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
                             "Object.keys(s.representationData), Object.keys(s.representationData.Labelmap || {})])")
         assert shown is not None, f"no labelmap in the viewer after Run (segmentations {ids}, series {first['series']})"
         # the server's answer for the same series, on the image's grid as the app reads the series
-        from monailabel.client.client import MONAILabelClient
-
-        client = MONAILabelClient(server.url, tmpdir=str(tmp / "client"))
-        (tmp / "client").mkdir(exist_ok=True)
-        label_file, _ = client.infer(MODEL, first["series"], {"result_extension": ".nii.gz"})
-        answer = np.asarray(nib.load(label_file).dataobj).astype(np.uint8)
+        answer = server_answer(server, tmp, MODEL, first["series"], {})
         same = shown.shape == answer.shape and bool(np.array_equal(shown, answer))
         counts = {int(v): int((shown == v).sum()) for v in np.unique(shown)}
         return {"status": status, "same_as_server": same, "counts": counts, "shape": list(shown.shape),
@@ -202,8 +214,7 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
         status = wait_status(page, "done", timeout=120)
         page.wait_for_timeout(1500)
         shot("03_point_on_pancreas")
-        sent = infer_posts[-1][1].decode("latin-1") if infer_posts and infer_posts[-1][1] else ""
-        params = json.loads(sent[sent.index("{"):sent.rindex("}") + 1]) if "{" in sent else {}
+        params = last_infer_params(infer_posts)
         after_map = viewer_labelmap(page, first["series"])
         after = {v: int((after_map == v).sum()) for v in (1, 2)}
         clicked = [int(c) for c in params.get("foreground", [[-1, -1, -1]])[0]]
@@ -339,17 +350,10 @@ def steps(run, page, shot, res, requests_seen, infer_posts, server, orthanc_url,
         wait_status(page, "done", timeout=300)
         page.wait_for_timeout(1500)
         shot("08_real_ct")
-        sent = infer_posts[-1][1].decode("latin-1")
-        params = json.loads(sent[sent.index("{"):sent.rindex("}") + 1])
+        params = last_infer_params(infer_posts)
         shown = viewer_labelmap(page, real["series"])
-        from monailabel.client.client import MONAILabelClient
-
-        client = MONAILabelClient(server.url, tmpdir=str(tmp / "client"))
-        (tmp / "client").mkdir(exist_ok=True)
-        label_file, _ = client.infer(PROMPT_MODEL, real["series"], {
-            "foreground": params["foreground"], "background": params["background"], "label": "pancreas",
-            "result_extension": ".nii.gz"})
-        answer = np.asarray(nib.load(label_file).dataobj).astype(np.uint8)
+        answer = server_answer(server, tmp, PROMPT_MODEL, real["series"], {
+            "foreground": params["foreground"], "background": params["background"], "label": "pancreas"})
         same = shown is not None and shown.shape == answer.shape and bool(np.array_equal(shown == 1, answer == 1))
         ijk = [int(c) for c in params["foreground"][0]]
         return {"same_as_server": same, "shape": list(answer.shape), "region": int((answer == 1).sum()),

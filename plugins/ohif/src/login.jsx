@@ -6,7 +6,8 @@ import { useState } from 'preact/hooks';
 
 import { api, storedToken } from './api.js';
 
-function LoginForm({ done }) {
+// the log-in form: before OHIF starts (loginGate), and in the panel when the server refuses a token later
+export function LoginForm({ done }) {
   const [user, setUser] = useState('');
   const [password, setPassword] = useState('');
   const [error, setError] = useState('');

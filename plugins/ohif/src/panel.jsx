@@ -2,9 +2,10 @@
 // training. Everything it does to the images goes through `viewer` (viewer.js); every server call through `api`.
 import { useEffect, useRef } from 'preact/hooks';
 
-import { api, storedToken } from './api.js';
+import { api } from './api.js';
 import { flip, flipsOnto, nrrdBytes, nrrdGeometry } from './geometry.js';
 import { answerMapping, applyMask, labelInfo, mapAnswer, taskLabels } from './labels.js';
+import { LoginForm } from './login.jsx';
 import { readNrrd } from './nrrd.js';
 import { hasStored, usePersisted } from './store.js';
 import { trainingText } from './training.js';
@@ -54,7 +55,7 @@ export function Panel({ viewer }) {
   const [labels, setLabels] = usePersisted('labels', []);
   const [status, setStatus] = usePersisted('status', { text: 'Connecting...', kind: 'info' });
   const [busy, setBusy] = usePersisted('busy', '');
-  const [auth, setAuth] = usePersisted('auth', { needed: false, user: '', password: '' });
+  const [loginNeeded, setLoginNeeded] = usePersisted('loginNeeded', false); // a token refused (expired, revoked)
   const [segModel, setSegModel] = usePersisted('segModel', '');
   const [pointModel, setPointModel] = usePersisted('pointModel', '');
   const [current, setCurrent] = usePersisted('current', null); // the chosen segment's value, 0: background points
@@ -72,11 +73,6 @@ export function Panel({ viewer }) {
 
   async function connect(quiet = false) {
     try {
-      if (!storedToken() && (await api.authEnabled())) {
-        setAuth(a => ({ ...a, needed: true }));
-        say('This server needs a log-in.', 'warn');
-        return;
-      }
       const i = await api.info();
       const l = taskLabels(i);
       const keep = (value, options) => (options.includes(value) ? value : options[0] || '');
@@ -86,22 +82,12 @@ export function Panel({ viewer }) {
       setPointModel(v => keep(v, modelsOf(i, POINT_TYPES)));
       setStrategy(v => keep(v, Object.keys(i.strategies || {})));
       setTrainModel(v => keep(v, Object.keys(i.trainers || {}).filter(t => i.models?.[t])));
-      setAuth(a => ({ ...a, needed: false }));
+      setLoginNeeded(false);
       if (!quiet) say(`Connected: ${i.name}, task ${i.task?.name} (${l.map(x => x.name).join(', ')})`);
       refreshTraining();
     } catch (e) {
       say(e.message, 'error');
-      if (e.status === 401) setAuth(a => ({ ...a, needed: true }));
-    }
-  }
-
-  async function login() {
-    try {
-      await api.login(auth.user, auth.password);
-      setAuth({ needed: false, user: '', password: '' });
-      await connect();
-    } catch (e) {
-      say(e.message, 'error');
+      if (e.status === 401) setLoginNeeded(true);
     }
   }
 
@@ -282,16 +268,8 @@ export function Panel({ viewer }) {
   return (
     <div class="dl-panel" data-testid="dl-panel">
       <div class={`dl-status dl-${status.kind}`} data-testid="dl-status">{status.text}</div>
-      {auth.needed && (
-        <Section title="Log in">
-          <input class="dl-input" placeholder="user" value={auth.user}
-            onInput={e => setAuth({ ...auth, user: e.currentTarget.value })} />
-          <input class="dl-input" type="password" placeholder="password or token" value={auth.password}
-            onInput={e => setAuth({ ...auth, password: e.currentTarget.value })} />
-          <button class="dl-button" onClick={login}>Log in</button>
-        </Section>
-      )}
-      {!info && !auth.needed && <button class="dl-button" onClick={connect}>Connect</button>}
+      {loginNeeded && <LoginForm done={() => connect()} />}
+      {!info && !loginNeeded && <button class="dl-button" onClick={connect}>Connect</button>}
       {info && (
         <>
           <Section title={`Labels (task ${info.task?.name})`}>
