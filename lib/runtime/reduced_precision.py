@@ -55,12 +55,41 @@ def cpu_bf16_flags() -> list[str]:
     return [f for f in BF16_FLAGS if f in flags]
 
 
+LAYOUT_VERSION = 2  # bumped when Bf16Model's computation changes, so cached gate verdicts are measured again
+
+
+def _to_channels_last(module, inputs):
+    return (inputs[0].contiguous(memory_format=torch.channels_last_3d), *inputs[1:])
+
+
+def _to_channels_first(module, inputs):
+    return (inputs[0].contiguous(), *inputs[1:])
+
+
+def _back_to_channels_last(module, inputs, output):
+    return output.contiguous(memory_format=torch.channels_last_3d)
+
+
+def place_memory_formats(net: nn.Module) -> nn.Module:
+    """Give each slow-in-the-wrong-layout operator the layout its CPU kernel is fast in (measured on the shipped
+    DiNTS, bf16, 2 x 96^3 on a 2-core Xeon: 0.55 -> 0.36 s a batch, labels unchanged): trilinear upsampling is
+    about 6x faster in channels-last (DiNTS' cells hand it channels-first tensors), instance norm about 3x faster
+    in channels-first. Convolutions stay channels-last (oneDNN's fast layout)."""
+    for m in net.modules():
+        if isinstance(m, nn.Upsample):
+            m.register_forward_pre_hook(_to_channels_last)
+        elif isinstance(m, nn.modules.instancenorm._InstanceNorm):
+            m.register_forward_pre_hook(_to_channels_first)
+            m.register_forward_hook(_back_to_channels_last)
+    return net
+
+
 class Bf16Model(nn.Module):
     """The network in channels-last-3d memory under CPU bf16 autocast; scores come back as fp32."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        self.net = net.to(memory_format=torch.channels_last_3d)
+        self.net = place_memory_formats(net.to(memory_format=torch.channels_last_3d))
 
     def forward(self, x):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -104,7 +133,8 @@ def run_gate(net: nn.Module, candidate: Callable, windows: Sequence[tuple[str, t
 
 def gate_path(weights_path: str, checksum: str, opts, calibration_id: str) -> str:
     engine_dir = opts.engine_dir or default_engine_dir(weights_path)
-    versions = {**library_versions(), "cpu_bf16": cpu_bf16_flags(), "calibration": calibration_id}
+    versions = {**library_versions(), "cpu_bf16": cpu_bf16_flags(), "calibration": calibration_id,
+                "bf16_layout": LAYOUT_VERSION}
     key = engine_key(checksum, "bf16", "bf16", (opts.sw_batch_size, opts.sw_batch_size), opts.roi_size, "cpu", versions)
     return engine_path(engine_dir, weights_path, "bf16", "gate", key, ext=".json")
 

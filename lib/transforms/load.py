@@ -17,6 +17,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform
 
 from lib.errors import InputError
+from lib.transforms.nifti_reader import FastNiftiReader
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class LoadCTd(MapTransform):
     def __init__(self, keys="image", limits: InputLimits | None = None, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         self.limits = limits or InputLimits()
-        self.loader = LoadImage(image_only=True, ensure_channel_first=False, dtype=np.float32)
+        self.loader = LoadImage(FastNiftiReader(), image_only=True, ensure_channel_first=False, dtype=np.float32)
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         d = dict(data)

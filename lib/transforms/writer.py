@@ -13,6 +13,7 @@ import tempfile
 import nibabel as nib
 import nrrd
 import numpy as np
+import torch
 
 from lib import atomic
 
@@ -28,8 +29,19 @@ def normalise_extension(ext: str | None, default: str = ".nii.gz") -> str:
     return ext
 
 
+def fortran_order(label: np.ndarray) -> np.ndarray:
+    """The uint8 label in Fortran (x-fastest) memory order, the order both formats store, so that the writers copy it
+    out as it is. One multithreaded torch transposition: numpy's single-threaded one took 0.5 s of a 0.8 s write
+    of a 512 x 512 x 181 label on a 2-core Xeon."""
+    label = np.asarray(label, dtype=np.uint8)
+    if label.flags.f_contiguous:
+        return label
+    dims = tuple(range(label.ndim))[::-1]
+    return torch.from_numpy(np.ascontiguousarray(label)).permute(dims).contiguous().numpy().transpose(dims)
+
+
 def write_nifti(label: np.ndarray, affine: np.ndarray, path: str) -> None:
-    img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
+    img = nib.Nifti1Image(fortran_order(label), np.asarray(affine, dtype=np.float64))
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_data_dtype(np.uint8)
@@ -56,7 +68,7 @@ def nrrd_header(affine: np.ndarray, label_names: dict[str, int] | None = None) -
 
 
 def write_nrrd(label: np.ndarray, affine: np.ndarray, path: str, label_names: dict[str, int] | None = None) -> None:
-    nrrd.write(path, np.asarray(label, dtype=np.uint8), header=nrrd_header(affine, label_names), index_order="F")
+    nrrd.write(path, fortran_order(label), header=nrrd_header(affine, label_names), index_order="F", compression_level=6)
 
 
 def write_label(label: np.ndarray, affine: np.ndarray, ext: str, label_names: dict[str, int] | None = None, directory: str | None = None) -> str:

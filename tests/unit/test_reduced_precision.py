@@ -4,6 +4,7 @@ fp32 eager with the reason. A minimal DiNTS and 32^3 windows keep it to seconds.
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -101,6 +102,33 @@ def test_the_verdict_key_changes_with_weights_libraries_cpu_and_calibration(cali
     cpu = R.gate_path("/m/w.pt", "aaa", opts, calibration.identity())
     monkeypatch.setattr(R, "library_versions", lambda: {"torch": "0.0"})
     assert len({base, cpu, R.gate_path("/m/w.pt", "aaa", opts, calibration.identity())}) == 3
+    monkeypatch.setattr(R, "LAYOUT_VERSION", R.LAYOUT_VERSION + 1)  # a change to what the bf16 model computes
+    assert R.gate_path("/m/w.pt", "aaa", opts, calibration.identity()) not in {base, cpu}
+
+
+def test_operator_layouts_change_speed_not_scores(files):
+    """Upsampling is moved to channels-last and instance norm to channels-first: in fp32 the scores must stay those
+    of the untouched network (to rounding), and every output stays channels-last for the next convolution."""
+    weights, _ = files
+    net, _ = NetworkSpec("dints", 3, 0.125, None).load(weights)
+    net.eval()
+    placed = R.place_memory_formats(copy.deepcopy(net).to(memory_format=torch.channels_last_3d))
+    seen = []
+    for m in placed.modules():
+        if isinstance(m, (torch.nn.Upsample, torch.nn.InstanceNorm3d)):
+            m.register_forward_hook(lambda m, i, o: seen.append((type(m).__name__, i[0], o)))
+    x = torch.rand(2, 1, *ROI, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, out = net(x), placed(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    kinds = {kind for kind, _, _ in seen}
+    assert kinds == {"Upsample", "InstanceNorm3d"}  # the tiny DiNTS has both
+    for kind, inp, o in seen:
+        assert o.is_contiguous(memory_format=torch.channels_last_3d)
+        if kind == "Upsample":
+            assert inp.is_contiguous(memory_format=torch.channels_last_3d)
+        else:
+            assert inp.is_contiguous()
 
 
 @needs_bf16

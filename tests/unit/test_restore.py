@@ -62,8 +62,10 @@ def test_identity_grid_is_exact():
     np.testing.assert_array_equal(resample_argmax(scores, affine, affine, shape, slab_voxels=1000), label)
 
 
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
 @pytest.mark.parametrize("ext", [".nii.gz", ".nrrd"])
-def test_written_label_keeps_shape_affine_and_names(tmp_path, ext):
+def test_written_label_keeps_shape_affine_and_names(tmp_path, ext, layout):
+    """Whatever the array's memory order (the writers reorder it for speed), voxel (i, j, k) is stored as (i, j, k)."""
     import nibabel as nib
     import nrrd
 
@@ -71,6 +73,13 @@ def test_written_label_keeps_shape_affine_and_names(tmp_path, ext):
     label = np.zeros((12, 10, 8), dtype=np.uint8)
     label[2:5, 3:6, 1:4] = 1
     label[3, 4, 2] = 2
+    label[11, 0, 7] = 2  # a corner voxel: a transposed write would move it
+    if layout == "F":
+        label = np.asfortranarray(label)
+    elif layout == "strided":
+        wide = np.zeros((12, 20, 8), dtype=np.uint8)
+        wide[:, ::2] = label
+        label = wide[:, ::2]
     path = write_label(label, affine, ext, {"pancreas": 1, "tumor": 2}, directory=str(tmp_path))
     assert path.endswith(ext)
     if ext == ".nrrd":
