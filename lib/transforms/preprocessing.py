@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd, ScaleIntensityRanged
 
 from lib.task import AXIS_LABELS, SegmentationTask
@@ -39,10 +40,14 @@ def ct_preprocessing(task: SegmentationTask, spacing: Sequence[float], keys: Seq
     elif loader is not None:
         raise ValueError(f"loader must be 'checked', 'plain' or None, got {loader!r}")
     modes = tuple("bilinear" if k == "image" else "nearest" for k in keys)
+    # the image is resampled in float32 (MONAI's default is float64: 0.51 -> 0.30 s for a 512x512x181 CT, at most
+    # 0.05 HU apart); labels keep float64 coordinates, so that no nearest-neighbour tie moves a label voxel
+    dtypes = tuple(torch.float32 if k == "image" else torch.float64 for k in keys)
     ts += [
         EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
         Orientationd(keys=keys, axcodes=task.orientation, labels=AXIS_LABELS),
-        SafeSpacingd(keys=keys, pixdim=tuple(spacing), mode=modes if len(modes) > 1 else modes[0]),
+        SafeSpacingd(keys=keys, pixdim=tuple(spacing), mode=modes if len(modes) > 1 else modes[0],
+                     dtype=dtypes if len(dtypes) > 1 else dtypes[0]),
         ScaleIntensityRanged(keys="image", a_min=task.hu_window[0], a_max=task.hu_window[1], b_min=0.0, b_max=1.0, clip=True),
     ]
     return ts

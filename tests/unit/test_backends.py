@@ -212,6 +212,28 @@ def test_failed_background_build_is_reported_once_and_stays_eager(files, tmp_pat
     assert not (tmp_path / "engines" / "missing.aot.fp32.x.pt2").exists()
 
 
+def test_the_export_script_writes_the_package_where_auto_looks_for_it(files, tmp_path, monkeypatch):
+    """``scripts/export_model.py --format aot`` builds ahead of time so that a server never does: the file must
+    land under the name the served task's ``auto`` looks for (the build itself, slow, is the next test's)."""
+    import shutil
+
+    from lib.runtime import aot_package, export
+    from lib.runtime.export import export_model
+
+    built = []
+    monkeypatch.setattr(export, "check_cpu_compiler", lambda: None)
+    monkeypatch.setattr(aot_package, "build_package", lambda net, path, *a, **k: built.append(path))
+    weights = shutil.copy(files[0], tmp_path / "w.pt")
+    path = export_model(weights, "aot", spec=NetworkSpec("dints", 3, 0.125), roi_size=ROI, opt_batch=2, device="cpu",
+                        verify=False)
+    served = tiny_task(weights, background_compile=True)
+    assert built == [path] == [aot_package_path(weights, file_checksum(weights), served.backend_options)]
+    other_batch = export_model(weights, "aot", spec=NetworkSpec("dints", 3, 0.125), roi_size=ROI, opt_batch=4,
+                               device="cpu", verify=False)
+    assert other_batch != path  # a package of another batch is another file, never mistaken for this one
+
+
+@pytest.mark.slow
 def test_exported_cpu_package_is_used_by_auto_without_a_build(files, torch_label, tmp_path):
     import shutil
 

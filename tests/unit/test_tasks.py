@@ -48,6 +48,31 @@ def test_infer_and_train_preprocessing_give_the_same_tensor(task_name, tmp_path)
     assert set(np.unique(np.asarray(trained["label"]))) <= {0, *task.labels.values()}
 
 
+def test_float32_resampling_is_monais_float64_one_to_rounding_and_labels_are_unchanged(tmp_path):
+    """The image is resampled in float32 for speed: the network's input must be MONAI's default (float64) result
+    to far below one HU, on an oblique, anisotropic volume, and the label resampled exactly as before."""
+    from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd, ScaleIntensityRanged, Spacingd
+
+    from lib.task import AXIS_LABELS
+
+    task = get_task("pancreas")
+    ph = make_phantom(77, "sample", orientation="LPS")
+    image, label = tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz"
+    save_phantom(ph, image, label)
+    spacing = (2.0, 2.0, 2.0)
+    ours = Compose(preprocessing(task, spacing, (1, 1, 1), with_crop_masks=False))({"image": str(image), "label": str(label)})
+    keys = ["image", "label"]
+    monai = Compose([LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys, channel_dim="no_channel"),
+                     Orientationd(keys, axcodes=task.orientation, labels=AXIS_LABELS),
+                     Spacingd(keys, pixdim=spacing, mode=("bilinear", "nearest")),
+                     ScaleIntensityRanged("image", *task.hu_window, 0.0, 1.0, clip=True)])(
+        {"image": str(image), "label": str(label)})
+    assert ours["image"].shape == monai["image"].shape
+    hu_range = task.hu_window[1] - task.hu_window[0]
+    assert float((ours["image"] - monai["image"]).abs().max()) * hu_range < 0.1  # HU
+    assert torch.equal(ours["label"].as_tensor().float(), monai["label"].as_tensor().float())
+
+
 def test_phantom_spleen_label_is_the_spleen():
     ph = make_phantom(1000, "sample")
     spleen = task_label(ph, "spleen")
