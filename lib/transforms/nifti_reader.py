@@ -44,7 +44,7 @@ class FastNiftiReader(NibabelReader):
         voxels = np.asanyarray(img.dataobj)
         if voxels.dtype == np.float32 and voxels.flags.c_contiguous:
             return voxels
-        if voxels.dtype.byteorder not in "=|" or voxels.dtype not in _TORCH_CASTS:  # big-endian, unsigned > 8 bit
+        if not voxels.dtype.isnative or voxels.dtype.name not in _TORCH_CASTS:  # big-endian, unsigned > 8 bit
             return np.ascontiguousarray(voxels, dtype=np.float32)
         out = torch.empty(voxels.shape, dtype=torch.float32)
         out.copy_(torch.from_numpy(voxels))  # cast and transpose to C order in one multithreaded pass
@@ -52,4 +52,4 @@ class FastNiftiReader(NibabelReader):
 
 
 # voxel types torch reads natively (NIfTI's uint16/uint32 and big-endian files take numpy's path)
-_TORCH_CASTS = {np.dtype(t) for t in ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")}
+_TORCH_CASTS = {"uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"}
