@@ -1,7 +1,7 @@
 """Model backends for inference, chosen with ``--conf backend`` (or per request with ``"backend"``).
 
 =============  ===============================================================================================
-``torch``      eager PyTorch, fp32.
+``torch``      eager PyTorch, fp32; on the CPU in its kernels' fast layouts (:mod:`lib.runtime.cpu_layouts`).
 ``amp``        eager PyTorch under ``torch.autocast`` fp16 (CUDA only; on CPU it falls back to ``torch``).
 ``compile``    ``torch.compile`` (inductor) of the network; AMP on CUDA, with CUDA graphs
                (``mode="reduce-overhead"``) since the sliding window always feeds one static batch shape.
@@ -32,6 +32,7 @@ a request never fails because of its backend.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -44,6 +45,7 @@ from torch import nn
 
 # BackendUnavailable and check_cpu_compiler live in aot_package, below this module, which raises them too
 from lib.runtime.aot_package import BackendUnavailable, aot_package_path, check_cpu_compiler
+from lib.runtime.cpu_layouts import ChannelsLastModel
 from lib.networks.factory import input_channels
 from lib.runtime.reduced_precision import build_bf16
 from lib.runtime.static_dints import static_network
@@ -149,6 +151,8 @@ def _build_torch(net, device, amp: bool) -> tuple[Callable, str]:
         if not is_cuda(device):
             raise BackendUnavailable("AMP (fp16 autocast) needs CUDA; this device is the CPU")
         return AutocastModel(net, "cuda"), "amp-fp16"
+    if not is_cuda(device):  # a copy: the shared network keeps its layout for the other backends and the gate
+        return ChannelsLastModel(copy.deepcopy(net).eval()), "fp32"
     return net, "fp32"
 
 

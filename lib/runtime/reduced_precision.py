@@ -25,6 +25,7 @@ from torch import nn
 
 from lib import atomic
 from lib.runtime.aot_package import BackendUnavailable
+from lib.runtime.cpu_layouts import ChannelsLastModel
 from lib.networks.factory import input_channels
 from lib.runtime.engine_cache import default_engine_dir, engine_key, engine_path, library_versions
 
@@ -56,58 +57,15 @@ def cpu_bf16_flags() -> list[str]:
 
 
 LAYOUT_VERSION = 3  # bumped when Bf16Model's computation changes, so cached gate verdicts are measured again
-GROUP_NORM_MIN_CHANNELS = 16  # below this, channels-last group norm is slower than a channels-first round trip
 
 
-def _to_channels_last(module, inputs):
-    return (inputs[0].contiguous(memory_format=torch.channels_last_3d), *inputs[1:])
-
-
-class ChannelsLastInstanceNorm(nn.Module):
-    """Instance norm without leaving channels-last memory where that is fastest.
-
-    PyTorch's CPU instance norm has no channels-last kernel: it copies the tensor to channels-first and back.
-    Group norm with one channel per group is the same normalisation and has a channels-last kernel, 3-4x faster
-    for 16 channels or more (2 x 16 x 48^3 bf16: 1.4 ms against 4.8 ms with the round trip, on a 2-core Xeon); for
-    fewer channels the round trip is faster and is kept."""
-
-    def __init__(self, norm: nn.Module):
-        super().__init__()
-        self.norm = norm
-
-    def forward(self, x):
-        n = self.norm
-        if x.shape[1] >= GROUP_NORM_MIN_CHANNELS:
-            return nn.functional.group_norm(x.contiguous(memory_format=torch.channels_last_3d), x.shape[1],
-                                            n.weight, n.bias, n.eps)
-        return n(x.contiguous()).contiguous(memory_format=torch.channels_last_3d)
-
-
-def place_memory_formats(net: nn.Module) -> nn.Module:
-    """Give each slow-in-the-wrong-layout operator the layout its CPU kernel is fast in (measured on the shipped
-    DiNTS, bf16, 2 x 96^3 on a 2-core Xeon: 0.55 -> 0.36 s a batch, labels unchanged): trilinear upsampling is
-    about 6x faster in channels-last (DiNTS' cells hand it channels-first tensors); instance norm runs as
-    :class:`ChannelsLastInstanceNorm`. Convolutions stay channels-last (oneDNN's fast layout)."""
-    for m in net.modules():
-        if isinstance(m, nn.Upsample):
-            m.register_forward_pre_hook(_to_channels_last)
-    swaps = [(parent, name, child) for parent in net.modules() for name, child in parent.named_children()
-             if isinstance(child, nn.InstanceNorm3d) and not child.track_running_stats]
-    for parent, name, child in swaps:
-        setattr(parent, name, ChannelsLastInstanceNorm(child))
-    return net
-
-
-class Bf16Model(nn.Module):
-    """The network in channels-last-3d memory under CPU bf16 autocast; scores come back as fp32."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = place_memory_formats(net.to(memory_format=torch.channels_last_3d))
+class Bf16Model(ChannelsLastModel):
+    """The network in its fast CPU layouts (:mod:`lib.runtime.cpu_layouts`) under bf16 autocast; scores come back as
+    fp32."""
 
     def forward(self, x):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.net(x.contiguous(memory_format=torch.channels_last_3d)).float()
+            return super().forward(x).float()
 
 
 def label_agreement(reference: torch.Tensor, candidate: torch.Tensor) -> float:

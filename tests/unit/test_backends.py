@@ -113,7 +113,9 @@ def test_torchscript_export_loads_and_matches_eager(files, torch_label, tmp_path
     # the server finds the exported file in the engine cache instead of tracing again
     label, result = infer(tiny_task(weights, backend="torchscript"), files[1], fast_path=False)
     assert result["inference"]["backend"] == "torchscript" and result["inference"]["engine_file"] == path.split("/")[-1]
-    np.testing.assert_array_equal(label, torch_label)
+    # the traced plain network against the CPU torch backend's channels-last group norm: the same scores to rounding
+    # (checked above to 1e-5), so only near-ties of this random network's argmax may differ
+    assert (label == torch_label).mean() > 0.999
 
 
 def test_engine_cache_key_changes_with_weights_precision_batch_and_versions(tmp_path):

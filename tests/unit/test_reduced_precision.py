@@ -4,7 +4,6 @@ fp32 eager with the reason. A minimal DiNTS and 32^3 windows keep it to seconds.
 
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
@@ -104,46 +103,6 @@ def test_the_verdict_key_changes_with_weights_libraries_cpu_and_calibration(cali
     assert len({base, cpu, R.gate_path("/m/w.pt", "aaa", opts, calibration.identity())}) == 3
     monkeypatch.setattr(R, "LAYOUT_VERSION", R.LAYOUT_VERSION + 1)  # a change to what the bf16 model computes
     assert R.gate_path("/m/w.pt", "aaa", opts, calibration.identity()) not in {base, cpu}
-
-
-def test_operator_layouts_change_speed_not_scores(files):
-    """Upsampling is moved to channels-last and instance norm kept there (group norm) or sent to channels-first and
-    back: in fp32 the scores must stay those of the untouched network (to rounding), and every output stays
-    channels-last for the next convolution."""
-    weights, _ = files
-    net, _ = NetworkSpec("dints", 3, 0.125, None).load(weights)
-    net.eval()
-    placed = R.place_memory_formats(copy.deepcopy(net).to(memory_format=torch.channels_last_3d))
-    seen = []
-    for m in placed.modules():
-        if isinstance(m, (torch.nn.Upsample, R.ChannelsLastInstanceNorm)):
-            m.register_forward_hook(lambda m, i, o: seen.append((type(m).__name__, i[0], o)))
-    x = torch.rand(2, 1, *ROI, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ref, out = net(x), placed(x.contiguous(memory_format=torch.channels_last_3d))
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-    assert {kind for kind, _, _ in seen} == {"Upsample", "ChannelsLastInstanceNorm"}  # the tiny DiNTS has both
-    assert not any(isinstance(m, torch.nn.InstanceNorm3d) and not isinstance(p, R.ChannelsLastInstanceNorm)
-                   for p in placed.modules() for m in p.children())  # every instance norm was wrapped
-    for kind, inp, o in seen:
-        assert o.is_contiguous(memory_format=torch.channels_last_3d)
-        if kind == "Upsample":
-            assert inp.is_contiguous(memory_format=torch.channels_last_3d)
-
-
-@pytest.mark.parametrize("channels", [4, R.GROUP_NORM_MIN_CHANNELS, 48])
-def test_channels_last_instance_norm_is_instance_norm(channels):
-    """Both of its paths (a channels-first round trip below 16 channels, group norm from 16 on) give instance norm's
-    values, with the affine terms."""
-    norm = torch.nn.InstanceNorm3d(channels, affine=True)
-    with torch.no_grad():
-        norm.weight.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(1))
-        norm.bias.uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(2))
-    x = 3.0 * torch.randn(2, channels, 9, 7, 5, generator=torch.Generator().manual_seed(0)) + 1.0
-    with torch.no_grad():
-        out = R.ChannelsLastInstanceNorm(norm)(x.contiguous(memory_format=torch.channels_last_3d))
-        torch.testing.assert_close(out, norm(x), rtol=1e-4, atol=1e-5)
-    assert out.is_contiguous(memory_format=torch.channels_last_3d)
 
 
 @needs_bf16
