@@ -5,7 +5,8 @@ trilinear upsampling is about 6x slower on the channels-first tensors DiNTS' cel
 has no channels-last kernel at all (it copies to channels-first and back). Measured on the shipped DiNTS (2 x 96^3,
 2-core Xeon): bf16 0.55 -> 0.28 s a batch, fp32 0.97 -> 0.67 s (also 1.46x with the CPU limited to AVX2, as on a
 laptop), the scores the same to rounding. Used by the bf16 model (:mod:`lib.runtime.reduced_precision`) and by the
-eager fp32 ``torch`` backend on the CPU (:mod:`lib.runtime.backends`).
+eager fp32 ``torch`` backend on the CPU (:mod:`lib.runtime.backends`). A change to what this module computes changes
+what the bf16 gate measured: bump ``reduced_precision.LAYOUT_VERSION`` with it, so cached verdicts are measured again.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def cpu_bf16_flags() -> list[str]:
     return [f for f in BF16_FLAGS if f in flags]
 
 
-LAYOUT_VERSION = 3  # bumped when Bf16Model's computation changes, so cached gate verdicts are measured again
+LAYOUT_VERSION = 3  # bumped when Bf16Model's computation (its cpu_layouts included) changes: verdicts measured again
 
 
 class Bf16Model(ChannelsLastModel):
