@@ -39,6 +39,7 @@ def _flops(net, x) -> float:
 def model_table(args) -> int:
     from lib.networks.arch_code import load_arch_code
     from lib.networks.factory import NetworkSpec, build_dints
+    from lib.runtime.openvino_backend import compile_for_cpu, convert, openvino_installed
     from lib.runtime.reduced_precision import Bf16Model, cpu_bf16_flags, label_agreement
     from lib.runtime.static_dints import static_network
     from lib.task import get_task
@@ -71,6 +72,11 @@ def model_table(args) -> int:
             variants.append(("bf16", Bf16Model(copy.deepcopy(net)), "bf16"))
         if real_weights:  # inductor: minutes to compile the bundle-size network, so the cpu network only
             variants.append(("compile fp32", torch.compile(static_network(copy.deepcopy(net)), dynamic=False), "fp32"))
+        if openvino_installed():  # the `openvino` backend (conversion not timed, as in a running server)
+            model = convert(net, x.shape[2:], x.shape[0])
+            variants.append(("openvino f32", compile_for_cpu(model, "f32"), "fp32"))
+            if cpu_bf16_flags():
+                variants.append(("openvino bf16", compile_for_cpu(model, "bf16"), "bf16"))
         base, ref = None, None
         for name, fn, precision in variants:
             seconds, y = _seconds(fn, x, reps)

@@ -19,6 +19,9 @@
 ``bf16``       CPU only: eager PyTorch under bf16 autocast in channels-last-3d memory, on CPUs with native bf16
                (AMX, AVX-512 BF16), once its labels agree with fp32's on calibration images
                (:mod:`lib.runtime.reduced_precision`; the verdict is cached like an engine).
+``openvino``   CPU only, optional package: the network converted to OpenVINO (cached in the engine cache), bf16
+               behind the same gate where the CPU has it, else f32 (:mod:`lib.runtime.openvino_backend`).
+               Chosen by name only; ``auto`` does not pick it.
 ``auto``       ``tensorrt`` (fp16) where CUDA and torch-tensorrt are present, else ``compile`` (AMP) on CUDA,
                else the CPU path: ``bf16`` where the CPU has native bf16 and the gate passes
                (``--conf cpu_precision auto``), otherwise ``aot`` when its package for these weights is in the
@@ -26,7 +29,8 @@
 =============  ===============================================================================================
 
 Whatever fails (no CUDA, package missing, a failed build or load), :func:`prepare` logs one line saying why and
-falls back (``tensorrt`` -> ``compile``/AMP on CUDA or ``torch`` on CPU; ``compile``/``aot``/``torchscript`` -> ``torch``);
+falls back (``tensorrt`` -> ``compile``/AMP on CUDA or ``torch`` on CPU; ``compile``/``aot``/``openvino``/``torchscript``
+-> ``torch``);
 a request never fails because of its backend.
 """
 
@@ -47,13 +51,14 @@ from torch import nn
 from lib.runtime.aot_package import BackendUnavailable, aot_package_path, check_cpu_compiler
 from lib.runtime.cpu_layouts import ChannelsLastModel
 from lib.networks.factory import input_channels
+from lib.runtime.openvino_backend import build_openvino
 from lib.runtime.reduced_precision import build_bf16
 from lib.runtime.static_dints import static_network
 from lib.runtime.traced_engines import (build_tensorrt_cached, build_torchscript, is_cuda, tensorrt_installed)
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "amp", "bf16", "compile", "aot", "torchscript", "tensorrt")
+BACKENDS = ("auto", "torch", "amp", "bf16", "compile", "aot", "openvino", "torchscript", "tensorrt")
 EAGER_BACKENDS = ("torch", "amp", "bf16")  # run any input shape as is (compiled and traced ones are built for the window)
 DEFAULT_BATCH_RANGE = (1, 8)
 
@@ -218,7 +223,7 @@ def prepare(
     cuda = is_cuda(device)
     if chain[0] == "tensorrt":
         chain += ["compile", "torch"] if cuda else ["torch"]
-    elif chain[0] in ("compile", "aot", "torchscript", "amp", "bf16"):
+    elif chain[0] in ("compile", "aot", "openvino", "torchscript", "amp", "bf16"):
         chain += ["torch"]
     net = net.to(device).eval()
     reasons = []
@@ -236,6 +241,9 @@ def prepare(
                 fn, precision = _build_compile(net, device, opts)
             elif name == "aot":
                 fn, precision, engine = _build_aot(net, device, opts, weights_path, checksum)
+            elif name == "openvino":
+                model, precision, engine, info = build_openvino(net, device, opts, weights_path, checksum)
+                fn = FixedBatch(model, opts.sw_batch_size)
             elif name == "torchscript":
                 fn, precision, engine = build_torchscript(net, device, opts, weights_path, checksum)
             else:

@@ -1,0 +1,180 @@
+"""The ``openvino`` CPU backend: the network converted to an OpenVINO model, in bf16 where the CPU has it.
+
+Why: OpenVINO's CPU plugin fuses each 3-D convolution with the normalisation and activation around it, and runs
+bf16 on AVX-512 BF16 and AMX. Measured on the shipped ``cpu`` network (a 2 x 96^3 batch, 2-core Intel Xeon with
+AMX, 2026-12-07): 0.21 s against 0.27 s for PyTorch eager bf16 in its fast layouts; with oneDNN limited to
+AVX-512 BF16 (no AMX, as on an AMD EPYC), 0.40 s against 0.54 s (docs/benchmarks.md).
+
+* **Conversion** (``openvino.convert_model`` of the traced :class:`~lib.runtime.static_dints.StaticDiNTS`, one
+  static batch shape, seconds for the ``cpu`` network) is cached in the engine cache as ``.xml`` + ``.bin``,
+  keyed by the weights checksum, the window, the batch and the library versions (OpenVINO's included): a new
+  model or an upgrade converts again.
+* **Precision**: bf16 where the CPU has native bf16 and ``--conf cpu_precision auto``, once its labels agree with
+  fp32's on the calibration images (the same gate and threshold as the ``bf16`` backend,
+  :mod:`lib.runtime.reduced_precision`; the verdict is cached next to the model); f32 otherwise, and after a failed
+  gate (the answer's note says why).
+* It is chosen with ``--conf backend openvino``; ``auto`` does not pick it (see docs/benchmarks.md: a crash inside
+  OpenVINO's CPU plugin would take the server down with it, where PyTorch's paths fall back). Without the
+  ``openvino`` package the backend is unavailable and the request falls back to ``torch``, saying why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from lib import atomic
+from lib.networks.factory import input_channels
+from lib.runtime.aot_package import BackendUnavailable
+from lib.runtime.engine_cache import default_engine_dir, engine_key, engine_path, library_versions, prune_engines
+from lib.runtime.reduced_precision import GATE_DICE, GateResult, cpu_bf16_flags, run_gate
+from lib.runtime.static_dints import static_network
+
+logger = logging.getLogger(__name__)
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def openvino_precision(opts) -> str:
+    """``bf16`` where the CPU has native bf16 and ``cpu_precision`` is ``auto``, else ``f32``."""
+    return "bf16" if cpu_bf16_flags() and getattr(opts, "cpu_precision", "auto") == "auto" else "f32"
+
+
+def _versions() -> dict:
+    import openvino
+
+    return {**library_versions(), "openvino": openvino.__version__}
+
+
+def model_path(weights_path: str, checksum: str, opts, in_channels: int) -> str:
+    """Where the converted model (``.xml``; its weights in the ``.bin`` of the same stem) lives."""
+    engine_dir = opts.engine_dir or default_engine_dir(weights_path)
+    versions = {**_versions(), "in_channels": int(in_channels)}
+    key = engine_key(checksum, "openvino", "ir", (opts.sw_batch_size, opts.sw_batch_size), opts.roi_size, "cpu", versions)
+    return engine_path(engine_dir, weights_path, "openvino", "ir", key, ext=".xml")
+
+
+def _convert(net: nn.Module, opts, path: str | None):
+    """The OpenVINO model of ``net`` for one (sw_batch_size, C, *roi) shape; saved to ``path`` (atomically: both
+    files are written in a scratch folder and moved, the ``.bin`` first) when one is given."""
+    import openvino as ov
+
+    example = torch.zeros((opts.sw_batch_size, input_channels(net), *opts.roi_size))
+    # the trace is of one static shape: its warnings (instance norm's channel check, shape arithmetic) are moot
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        model = ov.convert_model(static_network(net).eval(), example_input=example)
+    if path:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=".openvino-", dir=folder)
+        try:
+            tmp_xml = os.path.join(scratch, os.path.basename(path))
+            ov.save_model(model, tmp_xml, compress_to_fp16=False)
+            os.replace(tmp_xml[:-4] + ".bin", path[:-4] + ".bin")
+            os.replace(tmp_xml, path)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        for ext in (".xml", ".bin", ".json"):  # the old conversions and their gate verdicts
+            prune_engines(folder, path, "openvino", "ir", keep=path[:-4] + ext, ext=ext)
+    return model
+
+
+class OpenVinoModel:
+    """Batch (a torch tensor of the converted shape) -> fp32 class scores, one infer request per calling thread."""
+
+    def __init__(self, compiled, precision: str):
+        self.compiled, self.precision = compiled, precision
+        self._local = threading.local()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        out = request.infer({0: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})
+        return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
+
+
+def compile_for_cpu(model, precision: str) -> OpenVinoModel:
+    """An OpenVINO model compiled for this CPU in ``precision`` (``bf16`` or ``f32``), on torch's thread count."""
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_NUM_THREADS": int(torch.get_num_threads())}
+    return OpenVinoModel(ov.Core().compile_model(model, "CPU", config), precision)
+
+
+def convert(net: nn.Module, roi_size, batch: int):
+    """The OpenVINO model of ``net`` for (batch, C, *roi_size) inputs, not cached (the benchmarks)."""
+    from types import SimpleNamespace
+
+    return _convert(net, SimpleNamespace(sw_batch_size=int(batch), roi_size=tuple(roi_size)), None)
+
+
+def _gate(net: nn.Module, candidate, opts, weights_path: str | None, checksum: str | None, ir_path: str | None):
+    """The bf16 verdict against fp32 on the calibration images, cached next to the converted model."""
+    calibration = getattr(opts, "calibration", None)
+    if calibration is None:
+        raise BackendUnavailable("no calibration images to check OpenVINO bf16 against fp32 (--conf calibration_dir)")
+    verdict = None
+    if ir_path:
+        verdict = f"{ir_path[:-4]}.gate-{calibration.identity()}-{'-'.join(cpu_bf16_flags())}.json"
+    if verdict and os.path.exists(verdict):
+        try:
+            data = json.loads(open(verdict, encoding="utf-8").read())
+            return GateResult(bool(data["passed"]), dict(data["agreement"]), str(data.get("reason", "")))
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning(f"OpenVINO gate verdict {os.path.basename(verdict)} unreadable ({exc}); measuring again")
+    from lib.runtime.backends import FixedBatch
+
+    result = run_gate(net, FixedBatch(candidate, opts.sw_batch_size), calibration.windows(input_channels(net)))
+    if verdict:
+        atomic.write_json(verdict, {"passed": result.passed, "agreement": result.agreement, "reason": result.reason,
+                                    "gate": GATE_DICE})
+    logger.info(f"OpenVINO bf16 gate: {'passed' if result.passed else 'failed'} ({result.agreement})")
+    return result
+
+
+def build_openvino(net: nn.Module, device, opts, weights_path: str | None, checksum: str | None):
+    """(callable, precision, model file, info): the converted model, loaded from the engine cache or converted now."""
+    if str(device).startswith("cuda"):
+        raise BackendUnavailable("'openvino' is the CPU backend; on CUDA use 'compile' or 'tensorrt'")
+    if not openvino_installed():
+        raise BackendUnavailable("the openvino package is not installed (pip install openvino)")
+    import openvino as ov
+
+    path = model_path(weights_path, checksum, opts, input_channels(net)) if weights_path and checksum else None
+    model = None
+    if path and os.path.exists(path) and os.path.exists(path[:-4] + ".bin"):
+        try:
+            model = ov.Core().read_model(path)
+        except Exception as exc:
+            logger.warning(f"Cached OpenVINO model {os.path.basename(path)} unreadable ({exc}); converting again")
+    if model is None:
+        model = _convert(net, opts, path)
+    def compiled(precision: str) -> OpenVinoModel:
+        return compile_for_cpu(model, precision)
+
+    precision = openvino_precision(opts)
+    if precision == "f32":
+        return compiled("f32"), "fp32", path, {}
+    try:
+        result = _gate(net, compiled("bf16"), opts, weights_path, checksum, path)
+    except BackendUnavailable as exc:
+        result = GateResult(False, {}, str(exc))
+    if not result.passed:  # OpenVINO's f32 is still the faster fp32 path: stay on it, saying why
+        return compiled("f32"), "fp32", path, {"note": f"OpenVINO fp32: bf16 not used ({result.reason})"}
+    note = f"bf16 label agreement with fp32 (Dice) on calibration: {min(result.agreement.values()):.4f}"
+    return compiled("bf16"), "bf16", path, {"note": note}

@@ -1,0 +1,114 @@
+"""The ``openvino`` CPU backend (``--conf backend openvino``): the converted model gives fp32's labels, is converted
+once and then read from the engine cache under a key that changes with the weights and the libraries; bf16 only
+after the gate (a failed gate stays on OpenVINO's f32, saying why); without the package the request runs on
+``torch`` and says why. A minimal DiNTS and 32^3 windows keep it to seconds."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from support.repo import SAMPLE_DATASTORE
+from support.tiny_models import ROI, infer, tiny_checkpoint, tiny_ct, tiny_task
+
+from lib.networks.factory import NetworkSpec, file_checksum
+from lib.runtime import backends as B
+from lib.runtime import openvino_backend as O
+from lib.runtime import reduced_precision as R
+from lib.task import get_task
+from lib.transforms.calibration import CalibrationImages
+
+needs_openvino = pytest.mark.skipif(not O.openvino_installed(), reason="the openvino package is not installed")
+
+
+@pytest.fixture(scope="module")
+def files(module_tmp):
+    return tiny_checkpoint(module_tmp / "w.pt"), tiny_ct(module_tmp / "ct.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return CalibrationImages(SAMPLE_DATASTORE, get_task("pancreas"), (4.0, 4.0, 4.0), ROI)
+
+
+@pytest.fixture(scope="module")
+def torch_label(files):
+    weights, image = files
+    label, result = infer(tiny_task(weights, backend="torch"), image, fast_path=False)
+    assert result["inference"]["backend"] == "torch" and len(np.unique(label)) > 1
+    return label
+
+
+def load(weights):
+    return NetworkSpec("dints", 3, 0.125, None).load(weights)[0]
+
+
+@needs_openvino
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_openvino_labels_are_fp32s_and_the_model_is_converted_once(files, torch_label, calibration, tmp_path,
+                                                                   monkeypatch, native_bf16):
+    weights, image = files
+    monkeypatch.setattr(O, "cpu_bf16_flags", lambda: ["amx_bf16"] if native_bf16 else [])
+    if native_bf16 and not R.cpu_bf16_flags():
+        pytest.skip("this CPU has no native bf16")
+    opts = B.BackendOptions(roi_size=ROI, sw_batch_size=2, engine_dir=str(tmp_path), calibration=calibration)
+    label, result = infer(tiny_task(weights, backend_options=opts, backend="openvino"), image, fast_path=False)
+    info = result["inference"]
+    assert info["backend"] == "openvino" and info["precision"] == ("bf16" if native_bf16 else "fp32")
+    assert np.mean(label == torch_label) > 0.99
+    files_now = sorted(os.listdir(tmp_path))
+    assert [f.rsplit(".", 1)[-1] for f in files_now] == (["bin", "json", "xml"] if native_bf16 else ["bin", "xml"])
+    # a restarted server reads the converted model and the verdict instead of converting and measuring again
+    monkeypatch.setattr(O, "_convert", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(O, "run_gate", lambda *a, **k: pytest.fail("the gate ran again"))
+    again = B.prepare(load(weights), "openvino", "cpu", opts, weights, file_checksum(weights))
+    assert again.backend == "openvino" and sorted(os.listdir(tmp_path)) == files_now
+
+
+@needs_openvino
+def test_a_failed_gate_stays_on_openvinos_fp32_and_says_why(files, calibration, tmp_path, monkeypatch):
+    weights, _ = files
+    monkeypatch.setattr(O, "cpu_bf16_flags", lambda: ["amx_bf16"])
+    monkeypatch.setattr(R, "GATE_DICE", 1.01)  # nothing can pass
+    opts = B.BackendOptions(roi_size=ROI, sw_batch_size=2, engine_dir=str(tmp_path), calibration=calibration)
+    prepared = B.prepare(load(weights), "openvino", "cpu", opts, weights, file_checksum(weights))
+    assert prepared.backend == "openvino" and prepared.precision == "fp32"
+    assert "bf16 not used" in prepared.describe()["note"] and "phantom_00" in prepared.describe()["note"]
+
+
+@needs_openvino
+def test_a_damaged_cached_model_is_converted_again(files, tmp_path, monkeypatch):
+    weights, _ = files
+    monkeypatch.setattr(O, "cpu_bf16_flags", lambda: [])
+    opts = B.BackendOptions(roi_size=ROI, sw_batch_size=2, engine_dir=str(tmp_path))
+    first = B.prepare(load(weights), "openvino", "cpu", opts, weights, file_checksum(weights))
+    with open(first.engine_file, "w") as fh:
+        fh.write("<net>truncated")
+    again = B.prepare(load(weights), "openvino", "cpu", opts, weights, file_checksum(weights))
+    assert again.backend == "openvino" and open(again.engine_file).read().startswith("<?xml")
+
+
+def test_the_converted_models_key_changes_with_weights_libraries_window_and_inputs(monkeypatch):
+    if not O.openvino_installed():
+        monkeypatch.setattr(O, "_versions", lambda: {"torch": "2.13.0", "openvino": "2026.4"})
+    opts = B.BackendOptions(roi_size=ROI, sw_batch_size=2, engine_dir="/cache")
+    base = O.model_path("/m/w.pt", "aaa", opts, 1)
+    assert base.startswith("/cache/w.openvino.ir.") and base.endswith(".xml")
+    assert O.model_path("/m/w.pt", "bbb", opts, 1) != base
+    assert O.model_path("/m/w.pt", "aaa", opts, 4) != base  # an interactive model's guidance channels
+    assert O.model_path("/m/w.pt", "aaa", B.BackendOptions(roi_size=(64, 64, 64), sw_batch_size=2, engine_dir="/cache"), 1) != base
+    assert O.model_path("/m/w.pt", "aaa", B.BackendOptions(roi_size=ROI, sw_batch_size=4, engine_dir="/cache"), 1) != base
+    versions = O._versions()
+    monkeypatch.setattr(O, "_versions", lambda: {**versions, "openvino": "0.0"})
+    assert O.model_path("/m/w.pt", "aaa", opts, 1) != base
+
+
+def test_without_the_package_the_request_runs_on_torch_and_says_why(files, tmp_path, monkeypatch):
+    weights, _ = files
+    monkeypatch.setattr(O, "openvino_installed", lambda: False)
+    opts = B.BackendOptions(roi_size=ROI, sw_batch_size=2, engine_dir=str(tmp_path))
+    prepared = B.prepare(load(weights), "openvino", "cpu", opts, weights, file_checksum(weights))
+    assert prepared.backend == "torch" and "openvino package is not installed" in prepared.fallback_reason
+    assert os.listdir(tmp_path) == []  # nothing half-written in the engine cache
