@@ -361,7 +361,8 @@ def main(argv=None) -> int:
     print_summary(rows)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1, default=str)
+            json.dump({"machine": cpu_description(), "date": time.strftime("%Y-%m-%d"), "rows": rows}, f, indent=1,
+                      default=str)
     if torch.cuda.is_available():
         gpu_table(args)
     else:

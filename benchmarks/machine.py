@@ -25,10 +25,16 @@ def cpu_info() -> tuple[str, set[str], float]:
     return model, flags, mhz
 
 
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
 def cpu_description() -> str:
     model, flags, _ = cpu_info()
     shown = [f for f in SHOWN_FLAGS if f in flags]
-    return f"{model} ({os.cpu_count()} cores; {' '.join(shown) or 'no avx2'})"
+    # instruction-set caps (e.g. a run standing in for a CPU without AMX) change what the flags mean: say so
+    caps = [f"{k}={os.environ[k]}" for k in ISA_CAPS if os.environ.get(k)]
+    limited = f"; limited by {' '.join(caps)}" if caps else ""
+    return f"{model} ({os.cpu_count()} cores; {' '.join(shown) or 'no avx2'}{limited})"
 
 
 def peak_gflops(precision: str, cores: int) -> tuple[float, str]:
