@@ -78,15 +78,20 @@ def _convert(net: nn.Module, opts, path: str | None):
         model = ov.convert_model(static_network(net).eval(), example_input=example)
     if path:
         folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix=".openvino-", dir=folder)
+        scratch = None
         try:
+            os.makedirs(folder, exist_ok=True)
+            scratch = tempfile.mkdtemp(prefix=".openvino-", dir=folder)
             tmp_xml = os.path.join(scratch, os.path.basename(path))
             ov.save_model(model, tmp_xml, compress_to_fp16=False)
             os.replace(tmp_xml[:-4] + ".bin", path[:-4] + ".bin")
             os.replace(tmp_xml, path)
+        except OSError as exc:  # an unwritable engine_dir: serve the converted model, convert again next start
+            logger.warning(f"Could not cache the OpenVINO model in {folder}: {exc}")
+            return model
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
         for ext in (".xml", ".bin", ".json"):  # the old conversions and their gate verdicts
             prune_engines(folder, path, "openvino", "ir", keep=path[:-4] + ext, ext=ext)
     return model
@@ -123,7 +128,7 @@ def convert(net: nn.Module, roi_size, batch: int):
     return _convert(net, SimpleNamespace(sw_batch_size=int(batch), roi_size=tuple(roi_size)), None)
 
 
-def _gate(net: nn.Module, candidate, opts, weights_path: str | None, checksum: str | None, ir_path: str | None):
+def _gate(net: nn.Module, candidate, opts, ir_path: str | None):
     """The bf16 verdict against fp32 on the calibration images, cached next to the converted model."""
     calibration = getattr(opts, "calibration", None)
     if calibration is None:
@@ -164,17 +169,16 @@ def build_openvino(net: nn.Module, device, opts, weights_path: str | None, check
             logger.warning(f"Cached OpenVINO model {os.path.basename(path)} unreadable ({exc}); converting again")
     if model is None:
         model = _convert(net, opts, path)
-    def compiled(precision: str) -> OpenVinoModel:
-        return compile_for_cpu(model, precision)
-
-    precision = openvino_precision(opts)
-    if precision == "f32":
-        return compiled("f32"), "fp32", path, {}
+    if path and not os.path.exists(path):
+        path = None  # not cached (see _convert): nothing to name in the answer
+    if openvino_precision(opts) == "f32":
+        return compile_for_cpu(model, "f32"), "fp32", path, {}
+    bf16 = compile_for_cpu(model, "bf16")
     try:
-        result = _gate(net, compiled("bf16"), opts, weights_path, checksum, path)
+        result = _gate(net, bf16, opts, path)
     except BackendUnavailable as exc:
         result = GateResult(False, {}, str(exc))
     if not result.passed:  # OpenVINO's f32 is still the faster fp32 path: stay on it, saying why
-        return compiled("f32"), "fp32", path, {"note": f"OpenVINO fp32: bf16 not used ({result.reason})"}
+        return compile_for_cpu(model, "f32"), "fp32", path, {"note": f"OpenVINO fp32: bf16 not used ({result.reason})"}
     note = f"bf16 label agreement with fp32 (Dice) on calibration: {min(result.agreement.values()):.4f}"
-    return compiled("bf16"), "bf16", path, {"note": note}
+    return bf16, "bf16", path, {"note": note}

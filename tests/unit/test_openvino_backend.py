@@ -112,3 +112,17 @@ def test_without_the_package_the_request_runs_on_torch_and_says_why(files, tmp_p
     prepared = B.prepare(load(weights), "openvino", "cpu", opts, weights, file_checksum(weights))
     assert prepared.backend == "torch" and "openvino package is not installed" in prepared.fallback_reason
     assert os.listdir(tmp_path) == []  # nothing half-written in the engine cache
+
+
+@needs_openvino
+def test_an_unwritable_engine_dir_still_serves_openvino(files, torch_label, tmp_path, monkeypatch):
+    """engine_dir under a plain file cannot be created: the converted model is served uncached, and says nothing of a
+    file it has not written."""
+    weights, image = files
+    monkeypatch.setattr(O, "cpu_bf16_flags", lambda: [])
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("")
+    opts = B.BackendOptions(roi_size=ROI, sw_batch_size=2, engine_dir=str(blocker / "engines"))
+    label, result = infer(tiny_task(weights, backend_options=opts, backend="openvino"), image, fast_path=False)
+    assert result["inference"]["backend"] == "openvino" and "engine_file" not in result["inference"]
+    assert np.mean(label == torch_label) > 0.99
