@@ -30,23 +30,6 @@ sys.path.insert(0, ROOT)
 CVPR_ARCH = os.path.join(ROOT, "..", "shared", "data", "dints", "arch_code_cvpr.pth")
 
 
-def synthetic_ct(path: str, shape=(512, 512, 200), spacing=(0.8, 0.8, 2.0)) -> None:
-    """Air around an elliptic body of fat with soft tissue inside and one brighter organ, with noise."""
-    import nibabel as nib
-    import numpy as np
-
-    rng = np.random.RandomState(0)
-    x, y = np.ogrid[: shape[0], : shape[1]]
-    body = ((x - 256) / 220.0) ** 2 + ((y - 256) / 170.0) ** 2 < 1
-    inner = ((x - 256) / 195.0) ** 2 + ((y - 256) / 145.0) ** 2 < 1
-    img = np.full(shape, -1000, np.int16)
-    img[body] = -100
-    img[inner] = 40
-    img[200:260, 230:260, 80:120] = 100
-    img += rng.normal(0, 10, shape).astype(np.int16)
-    nib.save(nib.Nifti1Image(img, np.diag([*spacing, 1.0])), path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="openvino,bf16", help="comma-separated (default %(default)s)")
@@ -57,6 +40,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from benchmarks.infer_speed import synthetic_large
     from benchmarks.machine import cpu_description
     from lib.infers.segmentation import SegmentationInfer
     from lib.networks.arch_code import load_arch_code
@@ -83,8 +67,7 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         weights = os.path.join(tmp, "model.pt")
         save_checkpoint(build_dints(arch, 1.0, 3), arch, weights, meta={"channel_mul": 1.0})
-        image = os.path.join(tmp, "ct512x512x200.nii.gz")
-        synthetic_ct(image)
+        _, image, _, _ = synthetic_large(tmp, shape=(512, 512, 200), spacing=(0.8, 0.8, 2.0))
         print(f"network: bundle-size DiNTS (channel_mul 1, {arch.num_blocks} blocks, CVPR architecture, random weights); "
               f"image 512x512x200 @ 0.8x0.8x2.0 mm; model grid 1 mm; window 96^3, overlap {args.overlap}, "
               f"batch {args.sw_batch_size}; fine pass over the whole grid (no coarse pass)")

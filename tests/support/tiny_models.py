@@ -60,3 +60,16 @@ def tiny_task(weights, backend_options=None, background_compile=False, **kwargs)
 def infer(task, image, **req):
     label, result = task({"image": str(image), "result_write_to_file": False, **req})
     return np.asarray(label), result
+
+
+def tiny_files(folder) -> tuple[str, str]:
+    """(weights, CT) of the tiny network and test CT in ``folder``."""
+    return tiny_checkpoint(folder / "w.pt"), tiny_ct(folder / "ct.nii.gz")
+
+
+def tiny_calibration():
+    """The reduced-precision gates' calibration images (the shipped sample studies) at the tiny task's grid."""
+    from lib.transforms.calibration import CalibrationImages
+    from support.repo import SAMPLE_DATASTORE
+
+    return CalibrationImages(SAMPLE_DATASTORE, get_task("pancreas"), (4.0, 4.0, 4.0), ROI)

@@ -10,27 +10,24 @@ import os
 import numpy as np
 import pytest
 
-from support.repo import SAMPLE_DATASTORE
-from support.tiny_models import ROI, infer, tiny_checkpoint, tiny_ct, tiny_task
+from support.tiny_models import ROI, infer, tiny_calibration, tiny_files, tiny_task
 
 from lib.networks.factory import NetworkSpec, file_checksum
 from lib.runtime import backends as B
 from lib.runtime import openvino_backend as O
 from lib.runtime import reduced_precision as R
-from lib.task import get_task
-from lib.transforms.calibration import CalibrationImages
 
 needs_openvino = pytest.mark.skipif(not O.openvino_installed(), reason="the openvino package is not installed")
 
 
 @pytest.fixture(scope="module")
 def files(module_tmp):
-    return tiny_checkpoint(module_tmp / "w.pt"), tiny_ct(module_tmp / "ct.nii.gz")
+    return tiny_files(module_tmp)
 
 
 @pytest.fixture(scope="module")
 def calibration():
-    return CalibrationImages(SAMPLE_DATASTORE, get_task("pancreas"), (4.0, 4.0, 4.0), ROI)
+    return tiny_calibration()
 
 
 @pytest.fixture(scope="module")
