@@ -98,8 +98,8 @@ class SegmentationInfer(ServedTask):
         return self.served.prepared(device, backend or self.backend)
 
     def warm_up(self, device: str = "cpu", wait: bool = False, timeout: float | None = None) -> PreparedModel | None:
-        """Load the network now and, on the CPU with ``background_compile``, start building its compiled package
-        (the server calls this at start-up); returns what ``auto`` runs now."""
+        """Load the network now and, on the CPU with ``background_compile``, start building its faster form (the
+        OpenVINO model or the compiled package; the server calls this at start-up); returns what ``auto`` runs now."""
         return self.served.warm_up(device, self.backend, wait, timeout)
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch=True, device="cuda"):

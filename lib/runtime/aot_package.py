@@ -12,7 +12,8 @@ gets its own package and the old one is pruned.
 
     python -m lib.runtime.aot_package --weights model/pretrained_dints_pancreas_cpu.pt --out <file>.pt2
 
-is the builder the background process runs (also usable by hand).
+is the builder the background process runs (also usable by hand). :class:`BackgroundBuilds` also runs OpenVINO's
+converter (:mod:`lib.runtime.openvino_backend`), which takes the same arguments.
 """
 
 from __future__ import annotations
@@ -101,16 +102,19 @@ class BackgroundBuilds:
         self._running: dict[str, subprocess.Popen] = {}
         self.failed: dict[str, str] = {}
 
-    def start(self, path: str, weights: str, spec, roi_size, batch: int, nice: int = 10) -> bool:
-        """Start building ``path`` unless it exists, is being built or failed before; True if a build runs now."""
+    def start(self, path: str, weights: str, spec, roi_size, batch: int, nice: int = 10,
+              module: str = "lib.runtime.aot_package", extra: Sequence[str] = ()) -> bool:
+        """Start building ``path`` (``python -m module``: this module's builder, or another with the same arguments
+        plus ``extra``) unless it exists, is being built or failed before; True if a build runs now."""
         with self._lock:
             if os.path.exists(path) or path in self.failed:
                 return False
             proc = self._running.get(path)
             if proc is not None and proc.poll() is None:
                 return True
-            cmd = [sys.executable, "-m", "lib.runtime.aot_package", "--weights", weights, "--out", path,
-                   *spec.cli_args(), "--roi_size", *(str(int(r)) for r in roi_size), "--batch", str(int(batch))]
+            cmd = [sys.executable, "-m", module, "--weights", weights, "--out", path,
+                   *spec.cli_args(), "--roi_size", *(str(int(r)) for r in roi_size), "--batch", str(int(batch)),
+                   *extra]
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
             try:  # e.g. a read-only engine_dir: say so once, the requests go on eagerly
@@ -121,12 +125,12 @@ class BackgroundBuilds:
                         preexec_fn=(lambda: os.nice(nice)) if nice > 0 and hasattr(os, "nice") else None)
             except OSError as exc:
                 self.failed[path] = f"cannot start the build: {exc}"
-                logger.warning(f"Building the compiled CPU network failed ({self.failed[path]}); staying on eager torch")
+                logger.warning(f"Building {os.path.basename(path)} failed ({self.failed[path]}); auto stays on PyTorch")
                 return False
             self._running[path] = proc
-            logger.info(f"Building the compiled CPU network {os.path.basename(path)} in the background "
-                        f"(pid {proc.pid}, nice {nice}); requests run eagerly until it is ready")
-            threading.Thread(target=self._watch, args=(path, proc), daemon=True, name="aot-build-watch").start()
+            logger.info(f"Building {os.path.basename(path)} in the background "
+                        f"(pid {proc.pid}, nice {nice}); requests run on PyTorch until it is ready")
+            threading.Thread(target=self._watch, args=(path, proc), daemon=True, name="background-build-watch").start()
             return True
 
     def _watch(self, path: str, proc: subprocess.Popen) -> None:
@@ -135,11 +139,11 @@ class BackgroundBuilds:
         with self._lock:
             self._running.pop(path, None)
             if code == 0 and os.path.exists(path):
-                logger.info(f"Compiled CPU network ready: {os.path.basename(path)} ({time.time() - start:.0f}s)")
+                logger.info(f"Built in the background: {os.path.basename(path)} ({time.time() - start:.0f}s)")
                 _remove(f"{path}.log")
                 return
             self.failed[path] = _last_line(f"{path}.log") or f"exit code {code}"
-        logger.warning(f"Building the compiled CPU network failed ({self.failed[path]}); staying on eager torch "
+        logger.warning(f"Building {os.path.basename(path)} failed ({self.failed[path]}); auto stays on PyTorch "
                        f"(log: {path}.log)")
 
     def wait(self, path: str, timeout: float | None = None) -> bool:
@@ -181,10 +185,11 @@ def _last_line(path: str) -> str:
         return ""
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Build the AOTInductor CPU package of a checkpoint.")
+def builder_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments :meth:`BackgroundBuilds.start` passes to a builder process (this one, and OpenVINO's)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--weights", required=True, help="checkpoint (.pt)")
-    p.add_argument("--out", required=True, help="package file to write (.pt2)")
+    p.add_argument("--out", required=True, help="file to write")
     p.add_argument("--arch_file", default=None, help="architecture code (needed for bare bundle state dicts)")
     p.add_argument("--channel_mul", type=float, default=0.25)
     p.add_argument("--network", default="dints", help="dints or unet")
@@ -192,23 +197,41 @@ def main(argv=None) -> int:
     p.add_argument("--in_channels", type=int, default=1, help="input channels (1 + classes for an interactive network)")
     p.add_argument("--network_options", default="", help="UNet arguments of a bundle's network_def (JSON)")
     p.add_argument("--roi_size", type=int, nargs=3, default=(96, 96, 96))
-    p.add_argument("--batch", type=int, default=2, help="sliding-window batch the package is built for")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    p.add_argument("--batch", type=int, default=2, help="sliding-window batch the file is built for")
+    return p
+
+
+def builder_network(args) -> torch.nn.Module:
+    """The network a builder process's arguments name, loaded from its weights."""
     from lib.networks.factory import NetworkSpec, options_tuple
 
+    options = options_tuple(json.loads(args.network_options)) if args.network_options else ()
+    net, _ = NetworkSpec(args.network, args.num_classes, args.channel_mul, args.arch_file, args.in_channels,
+                         options).load(args.weights)
+    return net
+
+
+def run_builder(build: Callable[[], None], out: str) -> int:
+    """A builder process's outcome for the server: one line, exit code 0 or 1 (the traceback is not for annotators)."""
+    start = time.time()
     try:
-        check_cpu_compiler()
-        options = options_tuple(json.loads(args.network_options)) if args.network_options else ()
-        net, _ = NetworkSpec(args.network, args.num_classes, args.channel_mul, args.arch_file, args.in_channels,
-                             options).load(args.weights)
-        start = time.time()
-        build_package(net, args.out, args.roi_size, args.batch, weights_path=args.weights)
-    except Exception as exc:  # one line for the server's log; the traceback is not for annotators
+        build()
+    except Exception as exc:
         print(f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", flush=True)
         return 1
-    print(f"wrote {args.out} in {time.time() - start:.0f}s", flush=True)
+    print(f"wrote {out} in {time.time() - start:.0f}s", flush=True)
     return 0
+
+
+def main(argv=None) -> int:
+    args = builder_parser("Build the AOTInductor CPU package of a checkpoint.").parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def build():
+        check_cpu_compiler()
+        build_package(builder_network(args), args.out, args.roi_size, args.batch, weights_path=args.weights)
+
+    return run_builder(build, args.out)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,12 @@
                (:mod:`lib.runtime.reduced_precision`; the verdict is cached like an engine).
 ``openvino``   CPU only, optional package: the network converted to OpenVINO (cached in the engine cache), bf16
                behind the same gate where the CPU has it, else f32 (:mod:`lib.runtime.openvino_backend`).
-               Chosen by name only; ``auto`` does not pick it.
 ``auto``       ``tensorrt`` (fp16) where CUDA and torch-tensorrt are present, else ``compile`` (AMP) on CUDA,
-               else the CPU path: ``bf16`` where the CPU has native bf16 and the gate passes
+               else the CPU path: ``openvino`` once a background process has converted the network and run it
+               on this CPU (``--conf background_compile``, the ``openvino`` package installed); until then, or
+               if that fails, ``bf16`` where the CPU has native bf16 and the gate passes
                (``--conf cpu_precision auto``), otherwise ``aot`` when its package for these weights is in the
-               cache, ``torch`` until then (the package is built in a background process, ``--conf background_compile``).
+               cache (built in a background process where no OpenVINO model is coming), ``torch`` until then.
 =============  ===============================================================================================
 
 Whatever fails (no CUDA, package missing, a failed build or load), :func:`prepare` logs one line saying why and

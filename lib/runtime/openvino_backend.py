@@ -13,9 +13,13 @@ AVX-512 BF16 (no AMX, as on an AMD EPYC), 0.40 s against 0.54 s (docs/benchmarks
   fp32's on the calibration images (the same gate and threshold as the ``bf16`` backend,
   :mod:`lib.runtime.reduced_precision`; the verdict is cached next to the model); f32 otherwise, and after a failed
   gate (the answer's note says why).
-* It is chosen with ``--conf backend openvino``; ``auto`` does not pick it (see docs/benchmarks.md: a crash inside
-  OpenVINO's CPU plugin would take the server down with it, where PyTorch's paths fall back). Without the
-  ``openvino`` package the backend is unavailable and the request falls back to ``torch``, saying why.
+* ``--conf backend openvino`` converts in the server process, at the first request. CPU ``auto`` (with
+  ``background_compile``) converts in a separate low-priority process (:func:`main`, started by
+  :class:`lib.runtime.aot_package.BackgroundBuilds`), which also compiles and runs the model once before it writes
+  the file. A fault inside OpenVINO's CPU plugin then ends that process, not the server: ``auto`` stays on its
+  PyTorch path and says why. One such fault was seen, with oneDNN capped by ``ONEDNN_MAX_CPU_ISA=AVX2`` (a test
+  set-up). Without the ``openvino`` package the backend is unavailable and the request falls back to ``torch``,
+  saying why.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import shutil
 import tempfile
+import sys
 import threading
 import warnings
 
@@ -61,40 +66,45 @@ def _versions() -> dict:
 def model_path(weights_path: str, checksum: str, opts, in_channels: int) -> str:
     """Where the converted model (``.xml``; its weights in the ``.bin`` of the same stem) lives."""
     engine_dir = opts.engine_dir or default_engine_dir(weights_path)
-    versions = {**_versions(), "in_channels": int(in_channels)}
+    versions = {**_versions(), "in_channels": int(in_channels), "cpu_bf16": cpu_bf16_flags()}
     key = engine_key(checksum, "openvino", "ir", (opts.sw_batch_size, opts.sw_batch_size), opts.roi_size, "cpu", versions)
     return engine_path(engine_dir, weights_path, "openvino", "ir", key, ext=".xml")
 
 
-def _convert(net: nn.Module, opts, path: str | None):
-    """The OpenVINO model of ``net`` for one (sw_batch_size, C, *roi) shape; saved to ``path`` (atomically: both
-    files are written in a scratch folder and moved, the ``.bin`` first) when one is given."""
+def _convert(net: nn.Module, roi_size, batch: int):
+    """The OpenVINO model of ``net`` for one (batch, C, *roi_size) input shape."""
     import openvino as ov
 
-    example = torch.zeros((opts.sw_batch_size, input_channels(net), *opts.roi_size))
+    example = torch.zeros((int(batch), input_channels(net), *roi_size))
     # the trace is of one static shape: its warnings (instance norm's channel check, shape arithmetic) are moot
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        model = ov.convert_model(static_network(net).eval(), example_input=example)
-    if path:
-        folder = os.path.dirname(path)
-        scratch = None
-        try:
-            os.makedirs(folder, exist_ok=True)
-            scratch = tempfile.mkdtemp(prefix=".openvino-", dir=folder)
-            tmp_xml = os.path.join(scratch, os.path.basename(path))
-            ov.save_model(model, tmp_xml, compress_to_fp16=False)
-            os.replace(tmp_xml[:-4] + ".bin", path[:-4] + ".bin")
-            os.replace(tmp_xml, path)
-        except OSError as exc:  # an unwritable engine_dir: serve the converted model, convert again next start
-            logger.warning(f"Could not cache the OpenVINO model in {folder}: {exc}")
-            return model
-        finally:
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
-        for ext in (".xml", ".bin", ".json"):  # the old conversions and their gate verdicts
-            prune_engines(folder, path, "openvino", "ir", keep=path[:-4] + ext, ext=ext)
-    return model
+        return ov.convert_model(static_network(net).eval(), example_input=example)
+
+
+def _save(model, path: str) -> bool:
+    """``path`` (.xml) and its .bin, both written in a scratch folder and moved (the .bin first), the older
+    conversions of the same weights file and their verdicts pruned; False (a warning) where it cannot be written."""
+    import openvino as ov
+
+    folder = os.path.dirname(os.path.abspath(path))
+    scratch = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=".openvino-", dir=folder)
+        tmp_xml = os.path.join(scratch, os.path.basename(path))
+        ov.save_model(model, tmp_xml, compress_to_fp16=False)
+        os.replace(tmp_xml[:-4] + ".bin", path[:-4] + ".bin")
+        os.replace(tmp_xml, path)
+    except OSError as exc:  # an unwritable engine_dir: serve the converted model, convert again next start
+        logger.warning(f"Could not cache the OpenVINO model in {folder}: {exc}")
+        return False
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    for ext in (".xml", ".bin", ".json"):
+        prune_engines(folder, path, "openvino", "ir", keep=path[:-4] + ext, ext=ext)
+    return True
 
 
 class OpenVinoModel:
@@ -123,9 +133,7 @@ def compile_for_cpu(model, precision: str) -> OpenVinoModel:
 
 def convert(net: nn.Module, roi_size, batch: int):
     """The OpenVINO model of ``net`` for (batch, C, *roi_size) inputs, not cached (the benchmarks)."""
-    from types import SimpleNamespace
-
-    return _convert(net, SimpleNamespace(sw_batch_size=int(batch), roi_size=tuple(roi_size)), None)
+    return _convert(net, tuple(roi_size), batch)
 
 
 def _gate(net: nn.Module, candidate, opts, ir_path: str | None):
@@ -168,9 +176,9 @@ def build_openvino(net: nn.Module, device, opts, weights_path: str | None, check
         except Exception as exc:
             logger.warning(f"Cached OpenVINO model {os.path.basename(path)} unreadable ({exc}); converting again")
     if model is None:
-        model = _convert(net, opts, path)
-    if path and not os.path.exists(path):
-        path = None  # not cached (see _convert): nothing to name in the answer
+        model = _convert(net, opts.roi_size, opts.sw_batch_size)
+        if path and not _save(model, path):
+            path = None  # not cached: nothing to name in the answer
     if openvino_precision(opts) == "f32":
         return compile_for_cpu(model, "f32"), "fp32", path, {}
     bf16 = compile_for_cpu(model, "bf16")
@@ -182,3 +190,31 @@ def build_openvino(net: nn.Module, device, opts, weights_path: str | None, check
         return compile_for_cpu(model, "f32"), "fp32", path, {"note": f"OpenVINO fp32: bf16 not used ({result.reason})"}
     note = f"bf16 label agreement with fp32 (Dice) on calibration: {min(result.agreement.values()):.4f}"
     return bf16, "bf16", path, {"note": note}
+
+
+def main(argv=None) -> int:
+    """The background converter ``auto`` starts (:class:`lib.runtime.aot_package.BackgroundBuilds`): convert, compile
+    for this CPU in ``--precision`` and run one batch, and only then write the model. A fault inside OpenVINO ends this
+    process, not the server, and leaves no file, so ``auto`` stays on its PyTorch path."""
+    from lib.runtime.aot_package import builder_network, builder_parser, run_builder
+
+    p = builder_parser("Convert a checkpoint to OpenVINO and check that it runs on this CPU.")
+    p.add_argument("--precision", choices=("bf16", "f32"), default="f32", help="the precision the server will run")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def build():
+        net = builder_network(args).eval()
+        model = _convert(net, tuple(args.roi_size), args.batch)
+        runner = compile_for_cpu(model, args.precision)
+        out = runner(torch.zeros((args.batch, input_channels(net), *args.roi_size)))
+        if not torch.isfinite(out).all():
+            raise RuntimeError(f"OpenVINO {args.precision} gives non-finite scores on this CPU")
+        if not _save(model, args.out):
+            raise OSError(f"cannot write {args.out}")
+
+    return run_builder(build, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

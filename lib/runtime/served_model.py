@@ -4,9 +4,11 @@
   training replaces the shipped one), identified by (path, mtime, size);
 * **checksum**: ``file_checksum`` of that file, hashed once per version (not on every request and ``/info``);
 * **network per device**: rebuilt whenever the version changes, so hot reload needs no restart;
-* **prepared backends**: the network on ``torch``/``compile``/``aot``/``tensorrt`` (:mod:`lib.runtime.backends`),
-  and on the CPU with ``background_compile`` the AOTInductor package built in a low-priority process, used by
-  ``auto`` once it is there.
+* **prepared backends**: the network on ``torch``/``compile``/``aot``/``openvino``/``tensorrt``
+  (:mod:`lib.runtime.backends`), and on the CPU with ``background_compile`` a faster form built in a low-priority
+  process, used by ``auto`` once it is there: the OpenVINO model where the ``openvino`` package is installed
+  (converted, compiled and run once in that process, so a fault there cannot end the server), else the
+  AOTInductor package.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lib.networks.arch_code import ArchCodeError
 from lib.networks.factory import CheckpointError, NetworkSpec, file_checksum
 from lib.runtime.aot_package import BackgroundBuilds, aot_package_path
 from lib.runtime.backends import BackendOptions, ModelCache, PreparedModel, normalise_backend, prepare, resolve_backend
+from lib.runtime.openvino_backend import model_path, openvino_installed, openvino_precision
 from lib.runtime.reduced_precision import cpu_bf16_flags
 
 logger = logging.getLogger(__name__)
@@ -108,6 +111,15 @@ class ServedModel:
         path = self.path()
         return aot_package_path(path, self.checksum(path), self.backend_options) if path else None
 
+    def cpu_openvino(self, device, backend: str) -> str | None:
+        """The converted OpenVINO model ``auto`` switches to (CPU, ``background_compile``, the ``openvino`` package
+        installed) for the current weights, else None."""
+        if not (backend == "auto" and self.background_compile and resolve_backend("auto", device) == "torch"
+                and openvino_installed()):
+            return None
+        path = self.path()
+        return model_path(path, self.checksum(path), self.backend_options, self.spec.in_channels) if path else None
+
     def cpu_bf16(self, device, backend: str) -> bool:
         """Whether ``auto`` tries bf16 first here: the CPU, ``cpu_precision auto``, calibration images to gate it on and
         native bf16 on this CPU."""
@@ -118,22 +130,41 @@ class ServedModel:
     def prepared(self, device, backend: str) -> PreparedModel:
         """The network on ``backend``, built once per weights version and device.
 
-        ``auto`` on the CPU: bf16 where the CPU has it and its gate passes (:mod:`lib.runtime.reduced_precision`);
-        otherwise, with ``background_compile``, the AOTInductor package once it exists for these weights, eager
-        ``torch`` until then, with the package's build started in the background."""
+        ``auto`` on the CPU, in this order: with ``background_compile`` and the ``openvino`` package, the OpenVINO
+        model once the background process has converted it and run it on this CPU (its conversion started here
+        otherwise); bf16 where the CPU has it and its gate passes (:mod:`lib.runtime.reduced_precision`); with
+        ``background_compile``, where no OpenVINO model is coming, the AOTInductor package once it exists for these
+        weights, eager ``torch`` until then, with the package's build started in the background."""
         backend = normalise_backend(backend)
         net = self.network(device)  # reloads on a weights change; raises InputError if unusable
         with self._lock:
             key = self._networks[str(device)][0]
         path, checksum = key[0], self.checksum(key[0])
         requested, note = backend, None
+        converted = self.cpu_openvino(device, backend)
+        if converted:
+            if os.path.exists(converted):  # converted and run on this CPU by the background process
+                ov = self._models.get((key, "openvino", str(device)), lambda: prepare(
+                    net, "openvino", str(device), self.backend_options, weights_path=path, checksum=checksum))
+                if ov.backend == "openvino":
+                    return dataclasses.replace(ov, requested=requested)
+                note = ov.fallback_reason
+            else:
+                opts = self.backend_options
+                self._builds.start(converted, path, self.spec, opts.roi_size, opts.sw_batch_size,
+                                   module="lib.runtime.openvino_backend", extra=["--precision", openvino_precision(opts)])
+                note = (f"openvino: {self._builds.failed[converted]}" if converted in self._builds.failed
+                        else "OpenVINO model converting in the background")
         if self.cpu_bf16(device, backend):
             bf16 = self._models.get((key, "bf16", str(device)), lambda: prepare(
                 net, "bf16", str(device), self.backend_options, weights_path=path, checksum=checksum))
             if bf16.backend == "bf16":
-                return dataclasses.replace(bf16, requested=requested)
-            note = f"fp32: {bf16.fallback_reason}"  # the gate failed or bf16 is unavailable: the fp32 path, saying why
-        package = self.cpu_package(device, backend)
+                info = {**bf16.info, "note": "; ".join(filter(None, [note, bf16.info.get("note")]))}
+                return dataclasses.replace(bf16, requested=requested, info=info)
+            # the gate failed or bf16 is unavailable: the fp32 path, saying why
+            note = "; ".join(filter(None, [note, f"fp32: {bf16.fallback_reason}"]))
+        # the compiled package only where no OpenVINO model is coming (its conversion failed, or no package)
+        package = self.cpu_package(device, backend) if not converted or converted in self._builds.failed else None
         if package:
             if os.path.exists(package):
                 backend = "aot"
@@ -152,9 +183,17 @@ class ServedModel:
         return prepared
 
     def warm_up(self, device: str, backend: str, wait: bool = False, timeout: float | None = None) -> PreparedModel | None:
-        """Load the network; for CPU ``auto`` with ``background_compile`` also start building its compiled package
-        and return what ``auto`` runs now. ``wait``: first let that build end (or ``timeout`` pass)."""
+        """Load the network; for CPU ``auto`` with ``background_compile`` also start converting or building its faster
+        form and return what ``auto`` runs now. ``wait``: first let that build end (or ``timeout`` pass)."""
         self.network(device)
+        converted = self.cpu_openvino(device, backend)
+        if converted:
+            prepared = self.prepared(device, "auto")  # starts the conversion when it is not there yet
+            if wait:
+                self._builds.wait(converted, timeout)
+                prepared = self.prepared(device, "auto")
+            if prepared.backend == "openvino" or converted not in self._builds.failed:
+                return prepared  # OpenVINO, or what auto runs until its conversion ends
         if self.cpu_bf16(device, backend):
             prepared = self.prepared(device, "auto")  # the gate runs now (seconds, once per weights and CPU)
             if prepared.backend == "bf16":

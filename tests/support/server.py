@@ -28,7 +28,7 @@ class Server:
         remote = str(studies).startswith(("http://", "https://"))
         self.studies = str(studies) if remote else Path(studies)
         self.workdir = Path(workdir) if workdir else Path(studies).parent
-        # background scoring and the background build of the compiled CPU network (both on by default in the app)
+        # background scoring and the background build of the faster CPU network (both on by default in the app)
         # would compete for the CPU with what a test measures; the active-learning tests switch scoring on
         # themselves, the build is tested in tests/unit/test_backends.py; bf16 (cpu_precision auto, its gate at start-up)
         # in tests/unit/test_reduced_precision.py and tests/server/test_bundle_server.py

@@ -123,3 +123,54 @@ def test_an_unwritable_engine_dir_still_serves_openvino(files, torch_label, tmp_
     label, result = infer(tiny_task(weights, backend_options=opts, backend="openvino"), image, fast_path=False)
     assert result["inference"]["backend"] == "openvino" and "engine_file" not in result["inference"]
     assert np.mean(label == torch_label) > 0.99
+
+
+@needs_openvino
+def test_cpu_auto_converts_in_the_background_then_serves_openvino(files, torch_label, tmp_path, monkeypatch):
+    """CPU ``auto`` with ``background_compile``: the first request runs on PyTorch while a low-priority process
+    converts the network and runs it once on this CPU; the next request runs on OpenVINO, with PyTorch's label, and
+    no compiled package is built beside it."""
+    import shutil
+
+    monkeypatch.setattr(O, "cpu_bf16_flags", lambda: [])  # f32: no calibration gate in the way
+    weights = shutil.copy(files[0], tmp_path / "w.pt")
+    task = tiny_task(weights, background_compile=True)
+    label, result = infer(task, files[1], fast_path=False)
+    info = result["inference"]
+    assert info["backend"] == "torch" and info["requested"] == "auto"
+    assert info["note"] == "OpenVINO model converting in the background", info
+    np.testing.assert_array_equal(label, torch_label)
+    converted = task.served.cpu_openvino("cpu", "auto")
+    assert converted.startswith(str(tmp_path / "engines")) and converted.endswith(".xml")
+    assert task.served._builds.wait(converted, timeout=600), open(f"{converted}.log").read()
+
+    label, result = infer(task, files[1], fast_path=False)
+    info = result["inference"]
+    assert info["backend"] == "openvino" and info["requested"] == "auto" and "note" not in info, info
+    assert info["engine_file"] == os.path.basename(converted)
+    assert np.mean(label == torch_label) > 0.99
+    assert not [f for f in os.listdir(tmp_path / "engines") if f.endswith(".pt2")]
+
+
+@needs_openvino
+def test_a_failed_conversion_leaves_auto_on_pytorch_and_says_why(files, torch_label, tmp_path, monkeypatch):
+    """The background process cannot write the converted model (a folder is in the way of its .bin): the request
+    runs on PyTorch, its note says what failed, and the conversion is not tried again on every request."""
+    import shutil
+
+    from lib.runtime.served_model import ServedModel
+
+    monkeypatch.setattr(O, "cpu_bf16_flags", lambda: [])
+    monkeypatch.setattr(ServedModel, "cpu_package", lambda *a: None)  # no compiled package build as the next resort
+    weights = shutil.copy(files[0], tmp_path / "w.pt")
+    task = tiny_task(weights, background_compile=True)
+    converted = task.served.cpu_openvino("cpu", "auto")
+    os.makedirs(converted[:-4] + ".bin")
+    infer(task, files[1], fast_path=False)
+    assert not task.served._builds.wait(converted, timeout=600)
+    for _ in range(2):
+        label, result = infer(task, files[1], fast_path=False)
+        info = result["inference"]
+        assert info["backend"] == "torch" and "openvino: error: OSError: cannot write" in info["note"], info
+        np.testing.assert_array_equal(label, torch_label)
+    assert list(task.served._builds.failed) == [converted] and not os.path.exists(converted)
