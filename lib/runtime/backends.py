@@ -51,6 +51,7 @@ from torch import nn
 # BackendUnavailable and check_cpu_compiler live in aot_package, below this module, which raises them too
 from lib.runtime.aot_package import BackendUnavailable, aot_package_path, check_cpu_compiler
 from lib.runtime.cpu_layouts import ChannelsLastModel
+from lib.runtime.fixed_batch import FixedBatch
 from lib.networks.factory import input_channels
 from lib.runtime.openvino_backend import build_openvino
 from lib.runtime.reduced_precision import build_bf16
@@ -95,24 +96,6 @@ class AutocastModel(nn.Module):
     def forward(self, x):
         with torch.autocast(device_type=self.device_type, dtype=self.dtype):
             return self.model(x).float()
-
-
-class FixedBatch:
-    """Feeds the model batches of exactly ``batch`` items (larger ones in chunks, the last one padded), so compiled
-    models (CUDA graphs, TensorRT, the CPU package) always see one shape, whatever ``sw_batch_size`` a request asks."""
-
-    def __init__(self, model: Callable, batch: int):
-        self.model, self.batch = model, int(batch)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for i in range(0, x.shape[0], self.batch):
-            chunk = x[i:i + self.batch]
-            n = chunk.shape[0]
-            if n < self.batch:
-                chunk = torch.cat([chunk, chunk.new_zeros((self.batch - n, *chunk.shape[1:]))], 0)
-            outs.append(self.model(chunk)[:n].float())
-        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 
 @dataclass

@@ -29,8 +29,8 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import sys
+import tempfile
 import threading
 import warnings
 
@@ -42,6 +42,7 @@ from lib import atomic
 from lib.networks.factory import input_channels
 from lib.runtime.aot_package import BackendUnavailable
 from lib.runtime.engine_cache import default_engine_dir, engine_key, engine_path, library_versions, prune_engines
+from lib.runtime.fixed_batch import FixedBatch
 from lib.runtime.reduced_precision import GATE_DICE, GateResult, cpu_bf16_flags, run_gate
 from lib.runtime.static_dints import static_network
 
@@ -150,8 +151,6 @@ def _gate(net: nn.Module, candidate, opts, ir_path: str | None):
             return GateResult(bool(data["passed"]), dict(data["agreement"]), str(data.get("reason", "")))
         except (OSError, ValueError, KeyError) as exc:
             logger.warning(f"OpenVINO gate verdict {os.path.basename(verdict)} unreadable ({exc}); measuring again")
-    from lib.runtime.backends import FixedBatch
-
     result = run_gate(net, FixedBatch(candidate, opts.sw_batch_size), calibration.windows(input_channels(net)))
     if verdict:
         atomic.write_json(verdict, {"passed": result.passed, "agreement": result.agreement, "reason": result.reason,
