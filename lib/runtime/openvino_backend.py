@@ -59,9 +59,7 @@ def openvino_precision(opts) -> str:
 
 
 def _versions() -> dict:
-    import openvino
-
-    return {**library_versions(), "openvino": openvino.__version__}
+    return {**library_versions(), "openvino": _openvino().__version__}
 
 
 def model_path(weights_path: str, checksum: str, opts, in_channels: int) -> str:
@@ -72,9 +70,21 @@ def model_path(weights_path: str, checksum: str, opts, in_channels: int) -> str:
     return engine_path(engine_dir, weights_path, "openvino", "ir", key, ext=".xml")
 
 
+def _openvino():
+    """``import openvino``, without its usage statistics. On import, and on every conversion, OpenVINO sends events
+    to Google Analytics through ``openvino_telemetry`` unless the user has opted out, and it writes a client id to
+    ``~/intel/openvino_ga_cid``. A server of patient images talks to nobody. With the telemetry package marked
+    unimportable (``None`` in ``sys.modules``), OpenVINO falls back to its own silent stub."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
 def _convert(net: nn.Module, roi_size, batch: int):
     """The OpenVINO model of ``net`` for one (batch, C, *roi_size) input shape."""
-    import openvino as ov
+    ov = _openvino()
 
     example = torch.zeros((int(batch), input_channels(net), *roi_size))
     # the trace is of one static shape: its warnings (instance norm's channel check, shape arithmetic) are moot
@@ -86,7 +96,7 @@ def _convert(net: nn.Module, roi_size, batch: int):
 def _save(model, path: str) -> bool:
     """``path`` (.xml) and its .bin, both written in a scratch folder and moved (the .bin first), the older
     conversions of the same weights file and their verdicts pruned; False (a warning) where it cannot be written."""
-    import openvino as ov
+    ov = _openvino()
 
     folder = os.path.dirname(os.path.abspath(path))
     scratch = None
@@ -125,7 +135,7 @@ class OpenVinoModel:
 
 def compile_for_cpu(model, precision: str) -> OpenVinoModel:
     """An OpenVINO model compiled for this CPU in ``precision`` (``bf16`` or ``f32``), on torch's thread count."""
-    import openvino as ov
+    ov = _openvino()
 
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_NUM_THREADS": int(torch.get_num_threads())}
@@ -165,7 +175,7 @@ def build_openvino(net: nn.Module, device, opts, weights_path: str | None, check
         raise BackendUnavailable("'openvino' is the CPU backend; on CUDA use 'compile' or 'tensorrt'")
     if not openvino_installed():
         raise BackendUnavailable("the openvino package is not installed (pip install openvino)")
-    import openvino as ov
+    ov = _openvino()
 
     path = model_path(weights_path, checksum, opts, input_channels(net)) if weights_path and checksum else None
     model = None

@@ -174,3 +174,25 @@ def test_a_failed_conversion_leaves_auto_on_pytorch_and_says_why(files, torch_la
         assert info["backend"] == "torch" and "openvino: error: OSError: cannot write" in info["note"], info
         np.testing.assert_array_equal(label, torch_label)
     assert list(task.served._builds.failed) == [converted] and not os.path.exists(converted)
+
+
+@needs_openvino
+def test_a_conversion_sends_no_usage_statistics(files, tmp_path, monkeypatch):
+    """OpenVINO's converter would report usage to Google Analytics (and write a client id under ~/intel) unless the
+    user opted out: converting here must write nothing to the home folder and open no connection."""
+    import socket
+
+    weights, _ = files
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("CI", raising=False)  # the converter's own exception for CI machines must not be what saves us
+    opened = []
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        if not (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1", "localhost")):
+            opened.append(address)
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    O.convert(load(weights), ROI, 2)
+    assert not (tmp_path / "intel").exists() and opened == []
