@@ -25,7 +25,6 @@ AVX-512 BF16 (no AMX, as on an AMD EPYC), 0.40 s against 0.54 s (docs/benchmarks
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -38,12 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib import atomic
 from lib.networks.factory import input_channels
 from lib.runtime.aot_package import BackendUnavailable
 from lib.runtime.engine_cache import default_engine_dir, engine_key, engine_path, library_versions, prune_engines
 from lib.runtime.fixed_batch import FixedBatch
-from lib.runtime.reduced_precision import GATE_DICE, GateResult, cpu_bf16_flags, run_gate
+from lib.runtime.reduced_precision import GateResult, agreement_note, cached_gate, cpu_bf16_flags
 from lib.runtime.static_dints import static_network
 
 logger = logging.getLogger(__name__)
@@ -152,21 +150,8 @@ def _gate(net: nn.Module, candidate, opts, ir_path: str | None):
     calibration = getattr(opts, "calibration", None)
     if calibration is None:
         raise BackendUnavailable("no calibration images to check OpenVINO bf16 against fp32 (--conf calibration_dir)")
-    verdict = None
-    if ir_path:
-        verdict = f"{ir_path[:-4]}.gate-{calibration.identity()}-{'-'.join(cpu_bf16_flags())}.json"
-    if verdict and os.path.exists(verdict):
-        try:
-            data = json.loads(open(verdict, encoding="utf-8").read())
-            return GateResult(bool(data["passed"]), dict(data["agreement"]), str(data.get("reason", "")))
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning(f"OpenVINO gate verdict {os.path.basename(verdict)} unreadable ({exc}); measuring again")
-    result = run_gate(net, FixedBatch(candidate, opts.sw_batch_size), calibration.windows(input_channels(net)))
-    if verdict:
-        atomic.write_json(verdict, {"passed": result.passed, "agreement": result.agreement, "reason": result.reason,
-                                    "gate": GATE_DICE})
-    logger.info(f"OpenVINO bf16 gate: {'passed' if result.passed else 'failed'} ({result.agreement})")
-    return result
+    verdict = f"{ir_path[:-4]}.gate-{calibration.identity()}-{'-'.join(cpu_bf16_flags())}.json" if ir_path else None
+    return cached_gate(net, FixedBatch(candidate, opts.sw_batch_size), calibration, verdict, "OpenVINO bf16")
 
 
 def build_openvino(net: nn.Module, device, opts, weights_path: str | None, checksum: str | None):
@@ -197,8 +182,7 @@ def build_openvino(net: nn.Module, device, opts, weights_path: str | None, check
         result = GateResult(False, {}, str(exc))
     if not result.passed:  # OpenVINO's f32 is still the faster fp32 path: stay on it, saying why
         return compile_for_cpu(model, "f32"), "fp32", path, {"note": f"OpenVINO fp32: bf16 not used ({result.reason})"}
-    note = f"bf16 label agreement with fp32 (Dice) on calibration: {min(result.agreement.values()):.4f}"
-    return bf16, "bf16", path, {"note": note}
+    return bf16, "bf16", path, {"note": agreement_note(result)}
 
 
 def main(argv=None) -> int:

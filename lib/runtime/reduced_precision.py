@@ -103,6 +103,28 @@ def run_gate(net: nn.Module, candidate: Callable, windows: Sequence[tuple[str, t
     return GateResult(True, agreement)
 
 
+def cached_gate(net: nn.Module, candidate: Callable, calibration, path: str | None, what: str) -> GateResult:
+    """The verdict of :func:`run_gate` for ``candidate`` on the calibration images: read from ``path`` where an
+    earlier start wrote it, else measured now and written there (``path`` None: measured, not kept)."""
+    if path and os.path.exists(path):
+        try:
+            data = json.loads(open(path, encoding="utf-8").read())
+            return GateResult(bool(data["passed"]), dict(data["agreement"]), str(data.get("reason", "")))
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning(f"{what} gate verdict {os.path.basename(path)} unreadable ({exc}); measuring again")
+    result = run_gate(net, candidate, calibration.windows(input_channels(net)))
+    if path:
+        atomic.write_json(path, {"passed": result.passed, "agreement": result.agreement, "reason": result.reason,
+                                 "gate": GATE_DICE})
+    logger.info(f"{what} gate: {'passed' if result.passed else 'failed'} ({result.agreement})")
+    return result
+
+
+def agreement_note(result: GateResult) -> str:
+    """What an answer served in bf16 says of its gate."""
+    return f"bf16 label agreement with fp32 (Dice) on calibration: {min(result.agreement.values()):.4f}"
+
+
 def gate_path(weights_path: str, checksum: str, opts, calibration_id: str) -> str:
     engine_dir = opts.engine_dir or default_engine_dir(weights_path)
     versions = {**library_versions(), "cpu_bf16": cpu_bf16_flags(), "calibration": calibration_id,
@@ -122,19 +144,7 @@ def build_bf16(net: nn.Module, device, opts, weights_path: str | None, checksum:
         raise BackendUnavailable("no calibration images to check bf16 against fp32 (--conf calibration_dir)")
     model = Bf16Model(copy.deepcopy(net).eval())  # a copy: the fp32 network the other backends share keeps its layout
     path = gate_path(weights_path, checksum, opts, calibration.identity()) if weights_path and checksum else None
-    result = None
-    if path and os.path.exists(path):
-        try:
-            data = json.loads(open(path, encoding="utf-8").read())
-            result = GateResult(bool(data["passed"]), dict(data["agreement"]), str(data.get("reason", "")))
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning(f"bf16 gate verdict {os.path.basename(path)} unreadable ({exc}); measuring again")
-    if result is None:
-        result = run_gate(net, model, calibration.windows(input_channels(net)))
-        if path:
-            atomic.write_json(path, {"passed": result.passed, "agreement": result.agreement, "reason": result.reason,
-                                     "gate": GATE_DICE})
-        logger.info(f"bf16 gate: {'passed' if result.passed else 'failed'} ({result.agreement})")
+    result = cached_gate(net, model, calibration, path, "bf16")
     if not result.passed:
         raise BackendUnavailable(result.reason)
-    return model, "bf16", {"note": f"bf16 label agreement with fp32 (Dice) on calibration: {min(result.agreement.values()):.4f}"}
+    return model, "bf16", {"note": agreement_note(result)}
