@@ -1,6 +1,8 @@
-"""Fixtures of the in-process interactive tests (test_interactive_task.py, test_annotators.py): the interactive
-infer task on a DiNTS network of fixed random weights, with the network click path or the default walker, and a
-small phantom volume. Module-scoped: each test module gets its own task and cache."""
+"""Fixtures of the in-process tests. The backend tests (test_backends.py, test_cpu_layouts.py,
+test_reduced_precision.py, test_openvino_backend.py): the tiny network's weights and test CT, and the gates'
+calibration images. The interactive tests (test_interactive_task.py, test_annotators.py): the interactive infer task
+on a DiNTS network of fixed random weights, with the network click path or the default walker, and a small phantom
+volume. Module-scoped: each test module gets its own files, task and cache."""
 
 from __future__ import annotations
 
@@ -11,6 +13,19 @@ import pytest
 import torch
 
 from support.repo import MODEL_DIR
+from support.tiny_models import tiny_calibration, tiny_files
+
+
+@pytest.fixture(scope="module")
+def files(module_tmp):
+    """(weights, CT) of the tiny DiNTS and its test CT."""
+    return tiny_files(module_tmp)
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    """The reduced-precision gates' calibration images at the tiny task's grid."""
+    return tiny_calibration()
 
 
 @pytest.fixture(scope="module")

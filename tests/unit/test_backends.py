@@ -20,11 +20,6 @@ from lib.runtime.aot_package import aot_package_path
 from support.tiny_models import ROI, infer, tiny_arch, tiny_checkpoint, tiny_ct, tiny_task
 
 @pytest.fixture(scope="module")
-def files(module_tmp):
-    return tiny_checkpoint(module_tmp / "w.pt"), tiny_ct(module_tmp / "ct.nii.gz")
-
-
-@pytest.fixture(scope="module")
 def torch_label(files):
     weights, image = files
     label, result = infer(tiny_task(weights, backend="torch"), image, fast_path=False)

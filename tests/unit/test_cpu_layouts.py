@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from support.tiny_models import ROI, infer, tiny_checkpoint, tiny_ct, tiny_task
+from support.tiny_models import ROI, infer, tiny_task
 
 from lib.networks.factory import NetworkSpec
 from lib.runtime import backends as B
 from lib.runtime import cpu_layouts as L
-
-
-@pytest.fixture(scope="module")
-def files(module_tmp):
-    return tiny_checkpoint(module_tmp / "w.pt"), tiny_ct(module_tmp / "ct.nii.gz")
 
 
 def test_operator_layouts_change_speed_not_scores(files):

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from support.tiny_models import ROI, infer, tiny_calibration, tiny_files, tiny_task
+from support.tiny_models import ROI, infer, tiny_task
 
 from lib.networks.factory import NetworkSpec, file_checksum
 from lib.runtime import backends as B
@@ -18,16 +18,6 @@ from lib.runtime import openvino_backend as O
 from lib.runtime import reduced_precision as R
 
 needs_openvino = pytest.mark.skipif(not O.openvino_installed(), reason="the openvino package is not installed")
-
-
-@pytest.fixture(scope="module")
-def files(module_tmp):
-    return tiny_files(module_tmp)
-
-
-@pytest.fixture(scope="module")
-def calibration():
-    return tiny_calibration()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +49,7 @@ def test_openvino_labels_are_fp32s_and_the_model_is_converted_once(files, torch_
     assert [f.rsplit(".", 1)[-1] for f in files_now] == (["bin", "json", "xml"] if native_bf16 else ["bin", "xml"])
     # a restarted server reads the converted model and the verdict instead of converting and measuring again
     monkeypatch.setattr(O, "_convert", lambda *a, **k: pytest.fail("converted again"))
-    monkeypatch.setattr(O, "run_gate", lambda *a, **k: pytest.fail("the gate ran again"))
+    monkeypatch.setattr(R, "run_gate", lambda *a, **k: pytest.fail("the gate ran again"))
     again = B.prepare(load(weights), "openvino", "cpu", opts, weights, file_checksum(weights))
     assert again.backend == "openvino" and sorted(os.listdir(tmp_path)) == files_now
 

@@ -10,23 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from support.tiny_models import ROI, infer, tiny_calibration, tiny_files, tiny_task
+from support.tiny_models import ROI, infer, tiny_task
 
 from lib.networks.factory import NetworkSpec, file_checksum
 from lib.runtime import backends as B
 from lib.runtime import reduced_precision as R
 
 needs_bf16 = pytest.mark.skipif(not R.cpu_bf16_flags(), reason="this CPU has no native bf16 (amx_bf16 / avx512_bf16)")
-
-
-@pytest.fixture(scope="module")
-def files(module_tmp):
-    return tiny_files(module_tmp)
-
-
-@pytest.fixture(scope="module")
-def calibration():
-    return tiny_calibration()
 
 
 def test_calibration_windows_are_the_inference_preprocessing_of_sample_images(calibration):
