@@ -78,10 +78,11 @@ def engine_path(engine_dir: str, weights_path: str, backend: str, precision: str
 
 
 def prune_engines(engine_dir: str, weights_path: str, backend: str, precision: str, keep: str, ext: str = ".ts") -> None:
-    """Remove this weights file's stale engines of the same backend/precision (old weights, old libraries)."""
+    """Remove this weights file's stale engines of the same backend/precision (old weights, old libraries); files
+    whose path starts with ``keep`` stay."""
     stem = os.path.basename(weights_path).split(".")[0]
     for old in glob.glob(os.path.join(engine_dir, f"{stem}.{backend}.{precision}.*{ext}")):
-        if os.path.abspath(old) != os.path.abspath(keep):
+        if not os.path.abspath(old).startswith(os.path.abspath(keep)):
             try:
                 os.remove(old)
                 logger.info(f"Removed stale engine {os.path.basename(old)}")

@@ -9,10 +9,13 @@ AVX-512 BF16 (no AMX, as on an AMD EPYC), 0.40 s against 0.54 s (docs/benchmarks
   static batch shape, seconds for the ``cpu`` network) is cached in the engine cache as ``.xml`` + ``.bin``,
   keyed by the weights checksum, the window, the batch and the library versions (OpenVINO's included): a new
   model or an upgrade converts again.
-* **Precision**: bf16 where the CPU has native bf16 and ``--conf cpu_precision auto``, once its labels agree with
-  fp32's on the calibration images (the same gate and threshold as the ``bf16`` backend,
-  :mod:`lib.runtime.reduced_precision`; the verdict is cached next to the model); f32 otherwise, and after a failed
-  gate (the answer's note says why).
+* **Precision**: bf16 where the CPU has native bf16, ``--conf cpu_precision auto``, bf16 is faster than f32 on this
+  CPU, and its labels agree with fp32's on the calibration images (the same gate and threshold as the ``bf16``
+  backend, :mod:`lib.runtime.reduced_precision`); f32 otherwise (the answer's note says why). Faster is measured,
+  not assumed: with oneDNN limited to AVX-512 BF16 (no AMX, standing in for an AMD EPYC) OpenVINO's bf16 took 424 ms
+  a batch of the shipped ``cpu`` network and its f32 344 ms (2-core Intel Xeon, 2026-12-08), where with AMX bf16 is
+  twice as fast. Both verdicts, speed and gate, are cached next to the model; the speed one per CPU model, ISA cap
+  and thread count.
 * ``--conf backend openvino`` converts in the server process, at the first request. CPU ``auto`` (with
   ``background_compile``) converts in a separate low-priority process (:func:`main`, started by
   :class:`lib.runtime.aot_package.BackgroundBuilds`), which also compiles and runs the model once before it writes
@@ -24,19 +27,24 @@ AVX-512 BF16 (no AMX, as on an AMD EPYC), 0.40 s against 0.54 s (docs/benchmarks
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
+import time
 import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
+from lib import atomic
 from lib.networks.factory import input_channels
 from lib.runtime.aot_package import BackendUnavailable
 from lib.runtime.engine_cache import default_engine_dir, engine_key, engine_path, library_versions, prune_engines
@@ -111,8 +119,8 @@ def _save(model, path: str) -> bool:
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-    for ext in (".xml", ".bin", ".json"):
-        prune_engines(folder, path, "openvino", "ir", keep=path[:-4] + ext, ext=ext)
+    for ext in (".xml", ".bin", ".json"):  # the verdicts (.json) of this model are named after it: kept
+        prune_engines(folder, path, "openvino", "ir", keep=path[:-4] + (ext if ext != ".json" else ""), ext=ext)
     return True
 
 
@@ -138,6 +146,58 @@ def compile_for_cpu(model, precision: str) -> OpenVinoModel:
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_NUM_THREADS": int(torch.get_num_threads())}
     return OpenVinoModel(ov.Core().compile_model(model, "CPU", config), precision)
+
+
+def _cpu_identity() -> str:
+    """What the speed verdict depends on besides the model: the CPU model, any oneDNN ISA cap, the thread count."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    parts = [model, os.environ.get("ONEDNN_MAX_CPU_ISA", ""), str(torch.get_num_threads())]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def speed_path(ir_path: str) -> str:
+    """Where the f32-or-bf16 speed verdict of the model at ``ir_path`` lives, for this CPU and thread count."""
+    return f"{ir_path[:-4]}.speed-{_cpu_identity()}.json"
+
+
+def time_precisions(model, shape, rounds: int = 3) -> dict[str, float]:
+    """Milliseconds per ``shape`` batch of ``model`` compiled for this CPU in f32 and in bf16: one warm-up each, then
+    ``rounds`` runs of each taken in turn (so a busy moment of the machine falls on both), the median of each."""
+    x = torch.zeros(tuple(int(d) for d in shape))
+    runners = {precision: compile_for_cpu(model, precision) for precision in ("f32", "bf16")}
+    seconds = {precision: [] for precision in runners}
+    for runner in runners.values():
+        runner(x)
+    for _ in range(rounds):
+        for precision, runner in runners.items():
+            start = time.perf_counter()
+            runner(x)
+            seconds[precision].append(time.perf_counter() - start)
+    return {precision: round(1000 * statistics.median(s), 1) for precision, s in seconds.items()}
+
+
+def faster_precision(model, shape, path: str | None) -> tuple[str, dict[str, float]]:
+    """(``bf16`` or ``f32``, the ms per batch of each): read from the speed verdict at ``path`` where one was written
+    on this CPU, else measured now and written there (``path`` None: measured, not kept)."""
+    if path and os.path.exists(path):
+        try:
+            timings = {k: float(v) for k, v in json.loads(open(path, encoding="utf-8").read())["ms_per_batch"].items()}
+            return ("bf16" if timings["bf16"] < timings["f32"] else "f32"), timings
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            logger.warning(f"OpenVINO speed verdict {os.path.basename(path)} unreadable ({exc}); measuring again")
+    timings = time_precisions(model, shape)
+    if path:
+        try:
+            atomic.write_json(path, {"ms_per_batch": timings})
+        except OSError as exc:
+            logger.warning(f"Could not keep the OpenVINO speed verdict {path}: {exc}")
+    logger.info(f"OpenVINO ms per batch on this CPU: {timings}")
+    return ("bf16" if timings["bf16"] < timings["f32"] else "f32"), timings
 
 
 def convert(net: nn.Module, roi_size, batch: int):
@@ -175,6 +235,11 @@ def build_openvino(net: nn.Module, device, opts, weights_path: str | None, check
             path = None  # not cached: nothing to name in the answer
     if openvino_precision(opts) == "f32":
         return compile_for_cpu(model, "f32"), "fp32", path, {}
+    shape = (opts.sw_batch_size, input_channels(net), *opts.roi_size)
+    faster, timings = faster_precision(model, shape, speed_path(path) if path else None)
+    if faster == "f32":  # bf16 does not pay on this CPU: no gate needed
+        return compile_for_cpu(model, "f32"), "fp32", path, {
+            "note": f"OpenVINO fp32: faster than bf16 on this CPU ({timings['f32']:.0f} vs {timings['bf16']:.0f} ms a batch)"}
     bf16 = compile_for_cpu(model, "bf16")
     try:
         result = _gate(net, bf16, opts, path)
@@ -187,22 +252,29 @@ def build_openvino(net: nn.Module, device, opts, weights_path: str | None, check
 
 def main(argv=None) -> int:
     """The background converter ``auto`` starts (:class:`lib.runtime.aot_package.BackgroundBuilds`): convert, compile
-    for this CPU in ``--precision`` and run one batch, and only then write the model. A fault inside OpenVINO ends this
-    process, not the server, and leaves no file, so ``auto`` stays on its PyTorch path."""
+    for this CPU in ``--precision`` and run one batch (with ``bf16``: time it against f32 and keep the speed
+    verdict), and only then write the model. A fault inside OpenVINO ends this process, not the server, and leaves no
+    model file, so ``auto`` stays on its PyTorch path."""
     from lib.runtime.aot_package import builder_network, builder_parser, run_builder
 
     p = builder_parser("Convert a checkpoint to OpenVINO and check that it runs on this CPU.")
     p.add_argument("--precision", choices=("bf16", "f32"), default="f32", help="the precision the server will run")
+    p.add_argument("--threads", type=int, default=0, help="the server's thread count, which the timing is for")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     def build():
         net = builder_network(args).eval()
         model = _convert(net, tuple(args.roi_size), args.batch)
         runner = compile_for_cpu(model, args.precision)
-        out = runner(torch.zeros((args.batch, input_channels(net), *args.roi_size)))
+        shape = (args.batch, input_channels(net), *args.roi_size)
+        out = runner(torch.zeros(shape))
         if not torch.isfinite(out).all():
             raise RuntimeError(f"OpenVINO {args.precision} gives non-finite scores on this CPU")
+        if args.precision == "bf16":  # which precision pays here: measured once, off the server's requests
+            faster_precision(model, shape, speed_path(args.out))
         if not _save(model, args.out):
             raise OSError(f"cannot write {args.out}")
 

@@ -152,7 +152,8 @@ class ServedModel:
             else:
                 opts = self.backend_options
                 self._builds.start(converted, path, self.spec, opts.roi_size, opts.sw_batch_size,
-                                   module="lib.runtime.openvino_backend", extra=["--precision", openvino_precision(opts)])
+                                   module="lib.runtime.openvino_backend",
+                                   extra=["--precision", openvino_precision(opts), "--threads", str(torch.get_num_threads())])
                 note = (f"openvino: {self._builds.failed[converted]}" if converted in self._builds.failed
                         else "OpenVINO model converting in the background")
         if self.cpu_bf16(device, backend):
