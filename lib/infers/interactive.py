@@ -209,7 +209,7 @@ class InteractiveInfer(ServedTask):
         with torch.no_grad():
             result = fast_pass(image, auto, self.profile.roi_size, self.profile.sw_batch_size, self.profile.sw_overlap,
                                self.profile.spacing, self.fast_path, any_shape=True, out_channels=c,
-                               min_component_fraction=self.min_component_fraction, coarse_forward=auto,
+                               min_component_fraction=self.min_component_fraction,
                                device=torch.device("cpu"), sw_device=torch.device(device) if device != "cpu" else None)
         box = torch.softmax(result.scores.float().cpu(), 0)
         box, _ = drop_small_components(box, self.min_component_fraction)

@@ -124,8 +124,7 @@ class SegmentationInfer(ServedTask):
         if use_fast:
             result = fast_pass(image, model.forward, self.roi_size, sw_batch, overlap, self.profile.spacing,
                                self.fast_path, device=stitch, sw_device=sw_device, any_shape=model.backend in EAGER_BACKENDS,
-                               out_channels=self.task.num_classes, min_component_fraction=self.component_fraction(data),
-                               coarse_forward=None if is_cuda(device) else self.served.network(device))
+                               out_channels=self.task.num_classes, min_component_fraction=self.component_fraction(data))
         else:
             result = full_pass(image, model.forward, self.roi_size, sw_batch, overlap, device=stitch, sw_device=sw_device)
         if is_cuda(device):

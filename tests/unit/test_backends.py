@@ -186,7 +186,7 @@ def test_cpu_auto_builds_the_compiled_package_in_the_background_then_uses_it(fil
     assert info["backend"] == "aot" and info["requested"] == "auto" and info["engine_file"] == package.split("/")[-1], info
     assert "note" not in info
     assert (label == torch_label).mean() > 0.999
-    # the fast path too (the coarse pass, if any, runs on the eager network; the windows on the package)
+    # the fast path too (its coarse pass, if any, and its windows run on the package)
     label_fast, result = infer(task, image)
     assert result["inference"]["backend"] == "aot"
     assert (label_fast == torch_label).mean() > 0.999
@@ -269,3 +269,22 @@ def test_unwritable_engine_dir_leaves_requests_eager(files, torch_label, tmp_pat
         assert info["backend"] == "torch" and "cannot start the build" in info["note"], info
         np.testing.assert_array_equal(label, torch_label)
     assert len(task.served._builds.failed) == 1
+
+
+def test_a_fixed_shape_backends_coarse_pass_runs_on_itself_in_windows(files, torch_label, tmp_path):
+    """The fast path's coarse pass of a backend built for one window shape tiles the body box with that backend:
+    the eager network (several times slower than OpenVINO on the CPU) is not called, and the label is the eager
+    one's."""
+    from lib.runtime.fast_path import FastPathOptions
+
+    weights, image = files
+    opts = B.BackendOptions(roi_size=ROI, sw_batch_size=2, engine_dir=str(tmp_path))
+    task = tiny_task(weights, backend_options=opts, backend="torchscript",
+                     fast_path=FastPathOptions(coarse_min_windows=1, margin_mm=48))  # the coarse pass runs here
+    task.served.prepared("cpu", "torchscript")
+    eager = task.served.network("cpu")
+    eager.forward = lambda *a, **k: pytest.fail("the coarse pass ran the eager network")
+    label, result = infer(task, image)
+    info = result["inference"]
+    assert info["backend"] == "torchscript" and info["coarse_windows"] > 1, info
+    assert (label == torch_label).mean() > 0.999
