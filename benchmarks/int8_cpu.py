@@ -25,22 +25,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-
-def _ms(runner, x, rounds: int) -> float:
-    runner(x)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        runner(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def main(argv=None) -> int:
@@ -55,6 +44,7 @@ def main(argv=None) -> int:
     import torch
 
     from benchmarks.machine import cpu_description
+    from benchmarks.timing import median_seconds
     from lib.networks.factory import NetworkSpec
     from lib.profiles import get_profile
     from lib.runtime.openvino_backend import _openvino, compile_for_cpu, convert, openvino_installed
@@ -127,7 +117,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     base = None
     for name, runner in variants:
-        ms = _ms(runner, x, args.rounds)
+        ms = 1000 * median_seconds(runner, x, args.rounds)
         base = base or ms
         agree = [label_agreement(ref, runner(torch.cat([w] * batch))[:1]) for ref, (_, w) in zip(references, windows)]
         seen, unseen = agree[: args.calibration], agree[args.calibration:] or [float("nan")]

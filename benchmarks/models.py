@@ -29,10 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.machine import cpu_description  # noqa: E402
+from benchmarks.timing import median_seconds  # noqa: E402
 from lib.data.seeds import HELD_OUT_SEED_BASE, TRAIN_SEED_BASE, seed_range  # noqa: E402
 
 MODES = {
@@ -59,16 +59,7 @@ def model_list(task: str) -> list[tuple[str, str, Path | None]]:
 
 
 def window_seconds(net: torch.nn.Module, reps: int) -> float:
-    x = torch.rand(1, 1, 96, 96, 96)
-    net.eval()
-    with torch.no_grad():
-        net(x)
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            net(x)
-            times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return median_seconds(net.eval(), torch.rand(1, 1, 96, 96, 96), reps)
 
 
 def run_task(task_name: str, cfg: dict, seed: int) -> list[dict]:
