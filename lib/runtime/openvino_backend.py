@@ -1,9 +1,9 @@
-"""The ``openvino`` CPU backend: the network converted to an OpenVINO model, in bf16 where the CPU has it.
+"""The ``openvino`` CPU backend: the network converted to an OpenVINO model, in bf16 where that is faster.
 
-Why: OpenVINO's CPU plugin fuses each 3-D convolution with the normalisation and activation around it, and runs
-bf16 on AVX-512 BF16 and AMX. Measured on the shipped ``cpu`` network (a 2 x 96^3 batch, 2-core Intel Xeon with
-AMX, 2026-12-07): 0.21 s against 0.27 s for PyTorch eager bf16 in its fast layouts; with oneDNN limited to
-AVX-512 BF16 (no AMX, as on an AMD EPYC), 0.40 s against 0.54 s (docs/benchmarks.md).
+Why: OpenVINO's CPU plugin fuses each 3-D convolution with the normalisation and activation around it. Measured on
+the shipped ``cpu`` network (a 2 x 96^3 batch, 2-core Intel Xeon with AMX, 2026-12-08): 0.16 s in bf16 against
+0.28 s for PyTorch eager bf16 in its fast layouts; with oneDNN limited to AVX-512 BF16 (no AMX, as on an AMD EPYC),
+0.28 s in OpenVINO's f32 against 0.54 s (docs/benchmarks.md).
 
 * **Conversion** (``openvino.convert_model`` of the traced :class:`~lib.runtime.static_dints.StaticDiNTS`, one
   static batch shape, seconds for the ``cpu`` network) is cached in the engine cache as ``.xml`` + ``.bin``,
@@ -12,8 +12,8 @@ AVX-512 BF16 (no AMX, as on an AMD EPYC), 0.40 s against 0.54 s (docs/benchmarks
 * **Precision**: bf16 where the CPU has native bf16, ``--conf cpu_precision auto``, bf16 is faster than f32 on this
   CPU, and its labels agree with fp32's on the calibration images (the same gate and threshold as the ``bf16``
   backend, :mod:`lib.runtime.reduced_precision`); f32 otherwise (the answer's note says why). Faster is measured,
-  not assumed: with oneDNN limited to AVX-512 BF16 (no AMX, standing in for an AMD EPYC) OpenVINO's bf16 took 424 ms
-  a batch of the shipped ``cpu`` network and its f32 344 ms (2-core Intel Xeon, 2026-12-08), where with AMX bf16 is
+  not assumed: with oneDNN limited to AVX-512 BF16 (no AMX, standing in for an AMD EPYC) OpenVINO's bf16 took 319 ms
+  a batch of the shipped ``cpu`` network and its f32 275 ms (2-core Intel Xeon, 2026-12-08), where with AMX bf16 is
   twice as fast. Both verdicts, speed and gate, are cached next to the model; the speed one per CPU model, ISA cap
   and thread count.
 * ``--conf backend openvino`` converts in the server process, at the first request. CPU ``auto`` (with
