@@ -4,6 +4,7 @@ named; a bundle is only served on its own task, and studies labelled for another
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -75,6 +76,26 @@ def test_a_bundle_serves_its_model_pt_through_the_pipeline(coarse_bundles, tmp_p
     assert set(np.unique(np.asarray(out.dataobj)).tolist()) <= set([0, *get_task(kind).labels.values()])
     # the pancreas bundle's "pancreatic tumor" is the app's "tumor": one label list for every client
     assert task.labels == dict(get_task(kind).labels)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino package is not installed")
+@pytest.mark.parametrize("kind", ["spleen", "pancreas"])
+def test_a_bundle_runs_on_the_openvino_cpu_backend_with_torchs_labels(coarse_bundles, tmp_path, kind):
+    """A bundle's network (the spleen bundle's UNet, the pancreas bundle's DiNTS) converts to OpenVINO like the app's
+    own, and its labels are eager PyTorch's."""
+    phantom = make_phantom(1003, "sample")
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(phantom.image, phantom.affine), str(path))
+    labels = {}
+    for backend in ("torch", "openvino"):
+        conf = {"bundle": str(coarse_bundles[kind]), "background_compile": "false", "backend": backend,
+                "cpu_precision": "fp32"}
+        (config,) = bundle_configs(conf, str(tmp_path / backend))
+        label, params = config.infer()[config.name]({"image": str(path), "result_write_to_file": False})
+        assert params["inference"]["backend"] == backend, params["inference"]
+        labels[backend] = np.asarray(label)
+    assert (labels["torch"] > 0).any()
+    assert np.mean(labels["openvino"] == labels["torch"]) > 0.999
 
 
 def test_the_trainer_follows_the_bundles_recipe(bundles, tmp_path):
