@@ -49,7 +49,7 @@ from lib.networks.factory import input_channels
 from lib.runtime.aot_package import BackendUnavailable
 from lib.runtime.engine_cache import default_engine_dir, engine_key, engine_path, library_versions, prune_engines
 from lib.runtime.fixed_batch import FixedBatch
-from lib.runtime.reduced_precision import GateResult, agreement_note, cached_gate, cpu_bf16_flags
+from lib.runtime.reduced_precision import GateResult, agreement_note, cached_gate, cpu_bf16_flags, cpu_info
 from lib.runtime.static_dints import static_network
 
 logger = logging.getLogger(__name__)
@@ -154,13 +154,7 @@ def compile_for_cpu(model, precision: str) -> OpenVinoModel:
 
 def _cpu_identity() -> str:
     """What the speed verdict depends on besides the model: the CPU model, any oneDNN ISA cap, the thread count."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
-    except OSError:
-        pass
-    parts = [model, os.environ.get("ONEDNN_MAX_CPU_ISA", ""), str(torch.get_num_threads())]
+    parts = [cpu_info()[0], os.environ.get("ONEDNN_MAX_CPU_ISA", ""), str(torch.get_num_threads())]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 

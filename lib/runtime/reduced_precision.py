@@ -45,15 +45,27 @@ def cpu_precision(value: str | None) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_bf16_flags() -> list[str]:
-    """The CPU's native bf16 flags (empty: bf16 would be emulated, slower than fp32). Read once: ``auto`` asks on
-    every request."""
+def cpu_info() -> tuple[str, tuple[str, ...]]:
+    """(model name, flags) of the CPU from ``/proc/cpuinfo`` (empty where it cannot be read). Read once: ``auto``
+    asks on every request."""
+    model, flags = "", ()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+            for line in fh:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = tuple(line.split(":", 1)[1].split())
+                if model and flags:
+                    break
     except OSError:
-        flags = []
-    return [f for f in BF16_FLAGS if f in flags]
+        pass
+    return model, flags
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native bf16 flags (empty: bf16 would be emulated, slower than fp32)."""
+    return [f for f in BF16_FLAGS if f in cpu_info()[1]]
 
 
 LAYOUT_VERSION = 3  # bumped when Bf16Model's computation (its cpu_layouts included) changes: verdicts measured again
